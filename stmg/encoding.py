@@ -1,0 +1,246 @@
+"""The STMG observation: an agent's base observation plus what its superiors already chose.
+
+This module is public so that a policy can build any agent's STMG observation itself, for
+example a follower that recomputes its leader's action during execution without communication.
+
+Encoding (one fixed-size layout, shared by every agent of an environment):
+
+``"observation"``
+    The base observation: the agent's own observation, or the global state (``env.state()``).
+``"prior_actions"``  float32, shape ``(n_agents, slot_size)``
+    Row ``k`` encodes the action chosen in this time step by ``possible_agents[k]`` if that agent
+    is a superior of the observing agent (acted before it), else zeros. ``slot_size`` is the
+    largest action encoding over the agents; shorter encodings are zero-padded on the right.
+    Per action space: ``Discrete(n)`` is a one-hot of length ``n`` (of ``action - start``);
+    ``Box`` is its raw values, flattened; ``MultiDiscrete(nvec)`` is one one-hot per component,
+    concatenated (length ``sum(nvec)``); ``MultiBinary`` is its raw 0/1 values, flattened.
+``"prior_mask"``  float32, shape ``(n_agents,)``
+    1.0 where row ``k`` of ``prior_actions`` holds an action, 0.0 for agents that have not
+    acted yet in this time step, act after the observer, or are dead.
+``"priority"``  float32, shape ``(n_agents,)``
+    One-hot of the agent's position among the living agents in this time step's order
+    (position 0 is the leader).
+``"agent_id"``  float32, shape ``(n_agents,)``
+    One-hot of the agent's index in ``possible_agents``.
+
+Flat form: one float32 vector, the concatenation in this order of the base observation
+flattened with ``gymnasium.spaces.flatten`` and zero-padded to the largest flat size over the
+agents, ``prior_actions`` (row-major), ``prior_mask``, ``priority`` and ``agent_id``.
+``STMGEncoder.flat_layout`` gives the slice of each part.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+
+__all__ = ["STMGEncoder", "action_encoding_size", "encode_action", "validate_action"]
+
+_SUPPORTED = (spaces.Discrete, spaces.Box, spaces.MultiDiscrete, spaces.MultiBinary)
+
+
+def _check_supported(space: spaces.Space[Any]) -> None:
+    if not isinstance(space, _SUPPORTED):
+        raise TypeError(
+            f"action space {space!r} is not supported; expected Discrete, Box, MultiDiscrete "
+            "or MultiBinary"
+        )
+
+
+def action_encoding_size(space: spaces.Space[Any]) -> int:
+    """Length of the encoding of one action from ``space`` (see the module docstring)."""
+    _check_supported(space)
+    if isinstance(space, spaces.Discrete):
+        return int(space.n)
+    if isinstance(space, spaces.MultiDiscrete):
+        return int(np.sum(space.nvec))
+    return int(np.prod(space.shape))
+
+
+def encode_action(space: spaces.Space[Any], action: Any, out: np.ndarray | None = None) -> np.ndarray:
+    """Encode ``action`` from ``space`` as a float32 vector of ``action_encoding_size(space)``.
+
+    If ``out`` is given, the encoding is written into its first entries (the rest is left as
+    it is) and ``out`` is returned.
+    """
+    size = action_encoding_size(space)
+    if out is None:
+        out = np.zeros(size, dtype=np.float32)
+    target = out[:size]
+    if isinstance(space, spaces.Discrete):
+        target[:] = 0.0
+        target[int(action) - int(space.start)] = 1.0
+    elif isinstance(space, spaces.MultiDiscrete):
+        target[:] = 0.0
+        offsets = np.concatenate(([0], np.cumsum(space.nvec.ravel())[:-1]))
+        index = offsets + (np.asarray(action).ravel() - space.start.ravel())
+        target[index.astype(np.int64)] = 1.0
+    else:  # Box, MultiBinary: raw values
+        target[:] = np.asarray(action, dtype=np.float32).ravel()
+    return out
+
+
+def validate_action(agent: str, space: spaces.Space[Any], action: Any) -> None:
+    """Raise ``ValueError`` naming ``agent`` and ``action`` unless ``action`` lies in ``space``.
+
+    NaN is never a valid action, whatever the bounds.
+    """
+    if action is None:
+        raise ValueError(f"agent {agent!r} is alive and must act, but the action is None")
+    try:
+        arr = np.asarray(action)
+        has_nan = arr.dtype.kind in "fc" and bool(np.isnan(arr).any())
+        ok = not has_nan and bool(space.contains(action if not isinstance(space, spaces.Box) else arr))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"action {action!r} of agent {agent!r} is not in its action space {space!r}")
+
+
+class STMGEncoder:
+    """Builds STMG observations for the agents of one environment (layout: module docstring).
+
+    Args:
+        possible_agents: every agent, in the environment's order; fixes the slot of each agent.
+        action_spaces: the action space of each agent.
+        base_observation_spaces: the space of each agent's base observation (its own
+            observation, or the state space shared by all).
+        flatten: build one float32 vector instead of a dict.
+    """
+
+    def __init__(
+        self,
+        possible_agents: Sequence[str],
+        action_spaces: Mapping[str, spaces.Space[Any]],
+        base_observation_spaces: Mapping[str, spaces.Space[Any]],
+        *,
+        flatten: bool = False,
+    ) -> None:
+        self.possible_agents: list[str] = list(possible_agents)
+        if not self.possible_agents:
+            raise ValueError("possible_agents is empty; an STMG needs at least one agent")
+        missing = [a for a in self.possible_agents if a not in action_spaces or a not in base_observation_spaces]
+        if missing:
+            raise ValueError(f"no action or base observation space given for agents {missing}")
+        self.n_agents = len(self.possible_agents)
+        self.index = {agent: k for k, agent in enumerate(self.possible_agents)}
+        self.action_spaces = {a: action_spaces[a] for a in self.possible_agents}
+        self.base_spaces = {a: base_observation_spaces[a] for a in self.possible_agents}
+        self.flatten = flatten
+        self.action_sizes = {a: action_encoding_size(s) for a, s in self.action_spaces.items()}
+        self.slot_size = max(self.action_sizes.values())
+        self.base_flat_size = max(spaces.flatdim(s) for s in self.base_spaces.values())
+
+        n, slot = self.n_agents, self.slot_size
+        b = self.base_flat_size
+        self.flat_layout: dict[str, slice] = {
+            "observation": slice(0, b),
+            "prior_actions": slice(b, b + n * slot),
+            "prior_mask": slice(b + n * slot, b + n * slot + n),
+            "priority": slice(b + n * slot + n, b + n * slot + 2 * n),
+            "agent_id": slice(b + n * slot + 2 * n, b + n * slot + 3 * n),
+        }
+        self.flat_size = b + n * slot + 3 * n
+        self._low, self._high = self._prior_action_bounds()
+        self._one_hots = np.eye(n, dtype=np.float32)
+        self._one_hots.setflags(write=False)
+        self._spaces = {a: self._make_space(a) for a in self.possible_agents}
+
+    # --- spaces ---------------------------------------------------------------------------
+    def _prior_action_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-slot bounds: [0, 1] for one-hots, the Box's bounds for raw values, 0 in padding."""
+        low = np.zeros((self.n_agents, self.slot_size), dtype=np.float32)
+        high = np.zeros((self.n_agents, self.slot_size), dtype=np.float32)
+        for k, agent in enumerate(self.possible_agents):
+            space, size = self.action_spaces[agent], self.action_sizes[agent]
+            if isinstance(space, spaces.Box):
+                # A masked-out slot holds 0, so the bounds must include 0.
+                low[k, :size] = np.minimum(space.low.ravel(), 0.0)
+                high[k, :size] = np.maximum(space.high.ravel(), 0.0)
+            else:
+                high[k, :size] = 1.0
+        return low, high
+
+    def _make_space(self, agent: str) -> spaces.Space[Any]:
+        n = self.n_agents
+        unit = spaces.Box(0.0, 1.0, shape=(n,), dtype=np.float32)
+        parts: dict[str, spaces.Space[Any]] = {
+            "observation": self.base_spaces[agent],
+            "prior_actions": spaces.Box(self._low, self._high, dtype=np.float32),
+            "prior_mask": unit,
+            "priority": unit,
+            "agent_id": unit,
+        }
+        if not self.flatten:
+            return spaces.Dict(parts)
+        lows, highs = [], []
+        base = self.base_spaces[agent]
+        base_flat = spaces.flatten_space(base)
+        pad = self.base_flat_size - spaces.flatdim(base)
+        if not isinstance(base_flat, spaces.Box):
+            raise TypeError(f"base observation space {base!r} of agent {agent!r} cannot be flattened to a Box")
+        lows.append(np.concatenate([base_flat.low.astype(np.float32), np.zeros(pad, np.float32)]))
+        highs.append(np.concatenate([base_flat.high.astype(np.float32), np.zeros(pad, np.float32)]))
+        lows += [self._low.ravel(), np.zeros(3 * n, np.float32)]
+        highs += [self._high.ravel(), np.ones(3 * n, np.float32)]
+        return spaces.Box(np.concatenate(lows), np.concatenate(highs), dtype=np.float32)
+
+    def observation_space(self, agent: str) -> spaces.Space[Any]:
+        """The STMG observation space of ``agent`` (the same object on every call)."""
+        try:
+            return self._spaces[agent]
+        except KeyError:
+            raise KeyError(f"unknown agent {agent!r}; expected one of {self.possible_agents}") from None
+
+    # --- encoding -------------------------------------------------------------------------
+    def encode_prior_actions(self, prior_actions: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        """``(prior_actions (n_agents, slot_size), prior_mask (n_agents,))`` for the given actions."""
+        table = np.zeros((self.n_agents, self.slot_size), dtype=np.float32)
+        mask = np.zeros(self.n_agents, dtype=np.float32)
+        for agent, action in prior_actions.items():
+            k = self.index[agent]
+            encode_action(self.action_spaces[agent], action, table[k])
+            mask[k] = 1.0
+        return table, mask
+
+    def encode(
+        self, agent: str, base_obs: Any, prior_actions: Mapping[str, Any], priority: int
+    ) -> Any:
+        """The STMG observation of ``agent`` given its superiors' actions this time step.
+
+        ``prior_actions`` maps each superior (an agent that acted before ``agent`` in this time
+        step) to its action; ``priority`` is ``agent``'s position in this time step's order.
+        """
+        if agent not in self.index:
+            raise KeyError(f"unknown agent {agent!r}; expected one of {self.possible_agents}")
+        unknown = [a for a in prior_actions if a not in self.index]
+        if unknown:
+            raise KeyError(f"prior actions name unknown agents {unknown}; expected some of {self.possible_agents}")
+        if not 0 <= priority < self.n_agents:
+            raise ValueError(f"priority {priority} is out of range; expected 0..{self.n_agents - 1}")
+        table, mask = self.encode_prior_actions(prior_actions)
+        return self.assemble(agent, base_obs, table, mask, priority)
+
+    def assemble(
+        self, agent: str, base_obs: Any, table: np.ndarray, mask: np.ndarray, priority: int
+    ) -> Any:
+        """Put an already encoded prior-action table and mask together with the other parts."""
+        if not self.flatten:
+            return {
+                "observation": base_obs,
+                "prior_actions": table,
+                "prior_mask": mask,
+                "priority": self._one_hots[priority].copy(),
+                "agent_id": self._one_hots[self.index[agent]].copy(),
+            }
+        out = np.zeros(self.flat_size, dtype=np.float32)
+        base_flat = spaces.flatten(self.base_spaces[agent], base_obs)
+        out[: base_flat.shape[0]] = base_flat
+        out[self.flat_layout["prior_actions"]] = table.ravel()
+        out[self.flat_layout["prior_mask"]] = mask
+        out[self.flat_layout["priority"]] = self._one_hots[priority]
+        out[self.flat_layout["agent_id"]] = self._one_hots[self.index[agent]]
+        return out
