@@ -1,0 +1,104 @@
+"""Configuration of the STEP agent and of the multi-agent PPO baselines that share its machinery.
+
+One dataclass, :class:`STEPConfig`, holds every setting of the learner; the baselines
+(MAPPO, IPPO, HAPPO) are the same machinery with a different :class:`Variant`. The defaults are
+the ones tuned for the repeated matrix games (constant observation, 25-step episodes,
+10,000 environment steps per trial).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+
+class Variant(enum.Enum):
+    """Which multi-agent PPO algorithm the shared machinery runs."""
+
+    STEP = "step"
+    """N-level policy (hypernetwork over priority IDs), prior actions in the input, per-agent
+    critics V^i(s, a^{1:i-1}), agent-by-agent updates in priority order (the STEP paper)."""
+    MAPPO = "mappo"
+    """One shared actor with an agent-ID input, a centralised critic on the joint observation,
+    simultaneous actions, one joint update."""
+    IPPO = "ippo"
+    """Independent actors and critics on each agent's own observation, simultaneous actions."""
+    HAPPO = "happo"
+    """Per-agent actors on own observations, centralised per-agent critics, sequential updates
+    in a random order each iteration with the HAPPO correction factor on the advantage."""
+
+
+@dataclass(kw_only=True)
+class STEPConfig:
+    """Every setting of the STEP learner (and of the baselines, through :attr:`variant`)."""
+
+    variant: Variant = Variant.STEP
+    """The algorithm to run on the shared machinery."""
+    hidden_size: int = 64
+    """Width of every hidden layer (state embedding, hypernetwork, critics, baseline actors)."""
+    priority_embedding_size: int = 16
+    """Size of the learned priority-ID embedding e^i that conditions the hypernetwork."""
+    target_hidden_size: int = 0
+    """Hidden width of the generated target policy network; 0 makes it one linear layer on top
+    of the state embedding (the hypernetwork then generates weights and bias of that layer)."""
+    lr: float = 5e-4
+    """Adam learning rate of actor and critics."""
+    gamma: float = 0.99
+    """Discount factor."""
+    gae_lambda: float = 0.95
+    """GAE lambda."""
+    clip: float = 0.2
+    """PPO ratio clip epsilon; also the value clip of Eq. 12."""
+    epochs: int = 5
+    """PPO epochs over each collected batch (per agent, for the sequential variants)."""
+    minibatches: int = 1
+    """Minibatches per epoch (1: full-batch gradient steps)."""
+    entropy: float = 0.05
+    """Entropy bonus eta."""
+    beta: float = 1.0
+    """Weight of the hypernetwork regulariser of Eq. 11."""
+    vf_coef: float = 0.5
+    """Weight of the critic loss in the summed loss of one update step."""
+    max_grad_norm: float | None = 0.5
+    """Gradient-norm clip; None disables it."""
+    advantage_normalization: bool = True
+    """Normalise each agent's advantages over its own samples of a minibatch."""
+    log_std_init: float = -0.5
+    """Initial log standard deviation of the Gaussian policy (Box action spaces)."""
+    n_envs: int = 8
+    """Parallel environments of the collector."""
+    steps_per_collect: int = 400
+    """Environment (joint) steps collected between two updates, over all envs."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.variant, str):  # from a checkpoint or the command line
+            self.variant = Variant(self.variant)
+        positive = ("hidden_size", "priority_embedding_size", "epochs", "minibatches", "n_envs",
+                    "steps_per_collect")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name}={getattr(self, name)!r} must be a positive integer")
+        if not 0.0 <= self.gamma <= 1.0:
+            raise ValueError(f"gamma={self.gamma!r} must lie in [0, 1]")
+        if not 0.0 <= self.gae_lambda <= 1.0:
+            raise ValueError(f"gae_lambda={self.gae_lambda!r} must lie in [0, 1]")
+        if self.clip <= 0.0:
+            raise ValueError(f"clip={self.clip!r} must be positive")
+        if self.target_hidden_size < 0:
+            raise ValueError(f"target_hidden_size={self.target_hidden_size!r} must be >= 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain primitives only, so that ``torch.load(..., weights_only=True)`` accepts it."""
+        out = asdict(self)
+        out["variant"] = self.variant.value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> STEPConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error naming them."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown STEPConfig fields {unknown}; expected some of {sorted(known)}")
+        return cls(**data)

@@ -1,0 +1,94 @@
+"""The STMG observation built in torch, for whole batches of (time step, agent) pairs.
+
+This is the batched twin of :meth:`stmg.STMGEncoder.encode` in its flat form; the test suite
+checks that the two agree exactly, so the policy sees during training what ``stmg.wrap``
+shows during execution.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from agents.spec import JointSpec
+
+
+def encode_joint_action(spec: JointSpec, act: torch.Tensor) -> torch.Tensor:
+    """Encode a batch of joint actions as STMG prior-action rows.
+
+    Args:
+        spec: the game's sizes.
+        act: (B, n_agents) long action indices counted from 0 (Discrete), or
+            (B, n_agents, max_action_size) float (Box, padded).
+
+    Returns:
+        (B, n_agents, slot_size) float32: row k is agent k's action encoding, zero-padded.
+    """
+    batch = act.shape[0]
+    out = torch.zeros(batch, spec.n_agents, spec.slot_size, dtype=torch.float32, device=act.device)
+    if spec.action_kind == "discrete":
+        # One-hot over the slot width, then zero what lies beyond each agent's action count;
+        # an index is always < its agent's count, so nothing is lost.
+        out = F.one_hot(act.long().clamp(min=0), spec.slot_size).float()  # (B, n, slot)
+    else:
+        width = min(spec.slot_size, act.shape[-1])
+        out[..., :width] = act[..., :width].float()
+        mask = torch.as_tensor(spec.action_mask()[:, : spec.slot_size], device=act.device)
+        out = out * mask  # (B, n, slot), padding of smaller agents forced to 0
+    return out
+
+
+def position_of(order: torch.Tensor) -> torch.Tensor:
+    """Invert a batch of orders.
+
+    Args:
+        order: (B, n_agents) long; ``order[b, p]`` is the agent index at priority position p.
+
+    Returns:
+        (B, n_agents) long; entry ``[b, k]`` is agent k's position in ``order[b]``.
+    """
+    positions = torch.arange(order.shape[1], device=order.device).expand_as(order)  # (B, n)
+    return torch.empty_like(order).scatter_(1, order.long(), positions)
+
+
+def stmg_inputs(
+    spec: JointSpec,
+    *,
+    obs: torch.Tensor,
+    act_enc: torch.Tensor,
+    alive: torch.Tensor,
+    pos_of: torch.Tensor,
+    agent: torch.Tensor,
+    priority: torch.Tensor,
+) -> torch.Tensor:
+    """Flat STMG observations of a batch of (time step, agent) pairs.
+
+    Args:
+        spec: the game's sizes.
+        obs: (B, n_agents, obs_dim) base observations of every agent.
+        act_enc: (B, n_agents, slot_size) encoded joint actions (:func:`encode_joint_action`);
+            only superiors' rows are read.
+        alive: (B, n_agents) float, 1.0 for the agents acting in the time step.
+        pos_of: (B, n_agents) long, each agent's priority position (:func:`position_of`).
+        agent: (B,) long, the observing agent of each pair.
+        priority: (B,) long, its priority position (0 = leader).
+
+    Returns:
+        (B, flat_size) float32, laid out as :attr:`stmg.STMGEncoder.flat_layout`.
+    """
+    rows = torch.arange(obs.shape[0], device=obs.device)
+    own_obs = obs[rows, agent]  # (B, obs_dim)
+    # Superiors: living agents whose position is before the observer's.
+    prior_mask = ((pos_of < priority.unsqueeze(1)) & (alive > 0.5)).float()  # (B, n)
+    table = act_enc * prior_mask.unsqueeze(-1)  # (B, n, slot)
+    n = spec.n_agents
+    return torch.cat(
+        [
+            own_obs,
+            table.reshape(obs.shape[0], n * spec.slot_size),
+            prior_mask,
+            F.one_hot(priority.long(), n).float(),
+            F.one_hot(agent.long(), n).float(),
+        ],
+        dim=1,
+    )
