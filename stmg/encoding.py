@@ -57,7 +57,7 @@ def action_encoding_size(space: spaces.Space[Any]) -> int:
         return int(space.n)
     if isinstance(space, spaces.MultiDiscrete):
         return int(np.sum(space.nvec))
-    return int(np.prod(space.shape))
+    return int(np.prod(space.shape or ()))
 
 
 def encode_action(space: spaces.Space[Any], action: Any, out: np.ndarray | None = None) -> np.ndarray:
@@ -237,7 +237,7 @@ class STMGEncoder:
                 "agent_id": self._one_hots[self.index[agent]].copy(),
             }
         out = np.zeros(self.flat_size, dtype=np.float32)
-        base_flat = spaces.flatten(self.base_spaces[agent], base_obs)
+        base_flat = np.asarray(spaces.flatten(self.base_spaces[agent], base_obs))
         out[: base_flat.shape[0]] = base_flat
         out[self.flat_layout["prior_actions"]] = table.ravel()
         out[self.flat_layout["prior_mask"]] = mask

@@ -88,7 +88,7 @@ class STMGEnv(AECEnv):  # type: ignore[misc]
 
         # Per-episode state; reset() fills it. _ready guards step/observe before reset.
         self._ready = False
-        self.agents = []
+        self.agents: list[str] = []
         self.current_order: list[str] = []
         self.prior_actions: dict[str, Any] = {}
         self.time_step = 0
@@ -185,6 +185,8 @@ class STMGEnv(AECEnv):  # type: ignore[misc]
         if not self.agents:
             raise RuntimeError("step() called but no agent is left; call reset() to start a new episode")
         agent = self.agent_selection
+        if agent is None:  # cannot happen while agents remain; keeps the types honest
+            raise RuntimeError("no agent is selected; call reset()")
         if self.terminations[agent] or self.truncations[agent]:
             if action is not None:
                 raise ValueError(
