@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-__all__ = ["STMGEncoder", "action_encoding_size", "encode_action", "validate_action"]
+__all__ = ["ActionCodec", "STMGEncoder", "action_encoding_size", "encode_action", "validate_action"]
 
 _SUPPORTED = (spaces.Discrete, spaces.Box, spaces.MultiDiscrete, spaces.MultiBinary)
 
@@ -60,26 +60,67 @@ def action_encoding_size(space: spaces.Space[Any]) -> int:
     return int(np.prod(space.shape or ()))
 
 
+class ActionCodec:
+    """Checks and encodes the actions of one action space; built once, used every turn.
+
+    The checks are specialised per space type because they run on every turn: gymnasium's
+    ``contains`` is general but several times slower than a shape-and-bounds test.
+    """
+
+    def __init__(self, space: spaces.Space[Any]) -> None:
+        self.space = space
+        self.size = action_encoding_size(space)
+        if isinstance(space, spaces.Discrete):
+            self._start, self._n = int(space.start), int(space.n)
+        elif isinstance(space, spaces.Box):
+            self._low, self._high = space.low, space.high
+            self._shape = space.shape
+        elif isinstance(space, spaces.MultiDiscrete):
+            self._offsets = np.concatenate(([0], np.cumsum(space.nvec.ravel())[:-1])) - space.start.ravel()
+
+    def contains(self, action: Any) -> bool:
+        """Whether ``action`` is a valid action of the space; NaN never is."""
+        space = self.space
+        if isinstance(space, spaces.Discrete):
+            is_integer = (isinstance(action, int | np.integer) and not isinstance(action, bool)) or (
+                isinstance(action, np.ndarray) and action.shape == () and action.dtype.kind in "iu"
+            )
+            return is_integer and self._start <= int(action) < self._start + self._n
+        try:
+            arr = np.asarray(action)
+        except (TypeError, ValueError):
+            return False
+        if isinstance(space, spaces.Box):
+            if arr.shape != self._shape or arr.dtype.kind not in "biuf":
+                return False
+            # NaN fails both comparisons, so it is rejected here too.
+            return bool(np.logical_and(arr >= self._low, arr <= self._high).all())
+        return bool(space.contains(arr.astype(space.dtype) if arr.dtype.kind in "iu" else arr))
+
+    def encode(self, action: Any, out: np.ndarray) -> None:
+        """Write the encoding of ``action`` into ``out[:size]``."""
+        target = out[: self.size]
+        space = self.space
+        if isinstance(space, spaces.Discrete):
+            target.fill(0.0)
+            target[int(action) - self._start] = 1.0
+        elif isinstance(space, spaces.MultiDiscrete):
+            target.fill(0.0)
+            target[(self._offsets + np.asarray(action).ravel()).astype(np.int64)] = 1.0
+        else:  # Box, MultiBinary: raw values
+            target[:] = np.asarray(action, dtype=np.float32).ravel()
+
+
 def encode_action(space: spaces.Space[Any], action: Any, out: np.ndarray | None = None) -> np.ndarray:
     """Encode ``action`` from ``space`` as a float32 vector of ``action_encoding_size(space)``.
 
     If ``out`` is given, the encoding is written into its first entries (the rest is left as
     it is) and ``out`` is returned.
     """
-    size = action_encoding_size(space)
+    codec = ActionCodec(space)
     if out is None:
-        out = np.zeros(size, dtype=np.float32)
-    target = out[:size]
-    if isinstance(space, spaces.Discrete):
-        target[:] = 0.0
-        target[int(action) - int(space.start)] = 1.0
-    elif isinstance(space, spaces.MultiDiscrete):
-        target[:] = 0.0
-        offsets = np.concatenate(([0], np.cumsum(space.nvec.ravel())[:-1]))
-        index = offsets + (np.asarray(action).ravel() - space.start.ravel())
-        target[index.astype(np.int64)] = 1.0
-    else:  # Box, MultiBinary: raw values
-        target[:] = np.asarray(action, dtype=np.float32).ravel()
+        out = np.zeros(codec.size, dtype=np.float32)
+    codec.encode(action, out)
     return out
 
 
@@ -88,16 +129,14 @@ def validate_action(agent: str, space: spaces.Space[Any], action: Any) -> None:
 
     NaN is never a valid action, whatever the bounds.
     """
+    _raise_unless_valid(agent, ActionCodec(space), action)
+
+
+def _raise_unless_valid(agent: str, codec: ActionCodec, action: Any) -> None:
     if action is None:
         raise ValueError(f"agent {agent!r} is alive and must act, but the action is None")
-    try:
-        arr = np.asarray(action)
-        has_nan = arr.dtype.kind in "fc" and bool(np.isnan(arr).any())
-        ok = not has_nan and bool(space.contains(action if not isinstance(space, spaces.Box) else arr))
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise ValueError(f"action {action!r} of agent {agent!r} is not in its action space {space!r}")
+    if not codec.contains(action):
+        raise ValueError(f"action {action!r} of agent {agent!r} is not in its action space {codec.space!r}")
 
 
 class STMGEncoder:
@@ -130,7 +169,8 @@ class STMGEncoder:
         self.action_spaces = {a: action_spaces[a] for a in self.possible_agents}
         self.base_spaces = {a: base_observation_spaces[a] for a in self.possible_agents}
         self.flatten = flatten
-        self.action_sizes = {a: action_encoding_size(s) for a, s in self.action_spaces.items()}
+        self.codecs = {a: ActionCodec(s) for a, s in self.action_spaces.items()}
+        self.action_sizes = {a: codec.size for a, codec in self.codecs.items()}
         self.slot_size = max(self.action_sizes.values())
         self.base_flat_size = max(spaces.flatdim(s) for s in self.base_spaces.values())
 
@@ -202,9 +242,13 @@ class STMGEncoder:
         mask = np.zeros(self.n_agents, dtype=np.float32)
         for agent, action in prior_actions.items():
             k = self.index[agent]
-            encode_action(self.action_spaces[agent], action, table[k])
+            self.codecs[agent].encode(action, table[k])
             mask[k] = 1.0
         return table, mask
+
+    def validate_action(self, agent: str, action: Any) -> None:
+        """Raise ``ValueError`` naming the agent and the action unless it is valid (NaN never is)."""
+        _raise_unless_valid(agent, self.codecs[agent], action)
 
     def encode(
         self, agent: str, base_obs: Any, prior_actions: Mapping[str, Any], priority: int

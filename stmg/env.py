@@ -22,7 +22,7 @@ import numpy as np
 from gymnasium import spaces
 from pettingzoo.utils.env import AECEnv, ParallelEnv
 
-from stmg.encoding import STMGEncoder, encode_action, validate_action
+from stmg.encoding import STMGEncoder
 
 OrderFn = Callable[["STMGEnv"], Sequence[str]]
 """A dynamic order: called with the wrapper at the start of every time step."""
@@ -195,12 +195,12 @@ class STMGEnv(AECEnv):  # type: ignore[misc]
                 )
             self._was_dead_step(None)
             return
-        validate_action(agent, self._action_spaces[agent], action)
+        self.encoder.validate_action(agent, action)
 
         self._cumulative_rewards[agent] = 0.0
         self.prior_actions[agent] = action
         k = self.encoder.index[agent]
-        encode_action(self._action_spaces[agent], action, self._table[k])
+        self.encoder.codecs[agent].encode(action, self._table[k])
         self._mask[k] = 1.0
         self._position += 1
         if self._position < len(self.current_order):
