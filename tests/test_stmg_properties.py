@@ -77,3 +77,29 @@ def test_invariants_hold_on_random_games(game, seed):
         for agent in sent:
             np.testing.assert_array_equal(np.asarray(sent[agent]), np.asarray(received[agent]))
     assert env.agents == []
+
+
+@settings(max_examples=80, deadline=None)
+@given(space=action_space_strategy, seed=st.integers(0, 10_000))
+def test_action_codec_agrees_with_gymnasium(space, seed):
+    codec = stmg.ActionCodec(space)
+    space.seed(seed)
+    action = space.sample()
+    assert codec.contains(action) and space.contains(action)
+    encoded = stmg.encode_action(space, action)
+    assert encoded.shape == (stmg.action_encoding_size(space),)
+    if isinstance(space, spaces.Box):
+        np.testing.assert_array_equal(encoded, action.ravel())
+        too_big = action.copy()
+        too_big[0] = space.high[0] + 1.0
+        with_nan = action.copy()
+        with_nan[0] = np.nan
+        assert not codec.contains(too_big) and not space.contains(too_big)
+        assert not codec.contains(with_nan)
+        assert not codec.contains(action[:0])
+    elif isinstance(space, spaces.Discrete):
+        assert encoded.sum() == 1.0 and encoded[action] == 1.0
+        assert not codec.contains(int(space.n)) and not codec.contains(-1) and not codec.contains(0.5)
+    else:
+        assert encoded.sum() == len(space.nvec), "one one-hot per component"
+        assert not codec.contains(space.nvec.copy()), "each component must stay below its nvec"
