@@ -6,7 +6,13 @@ by the agents before it. The observation encoding is public (:mod:`stmg.encoding
 policy can rebuild any agent's observation itself.
 """
 
-from stmg.encoding import ActionCodec, STMGEncoder, action_encoding_size, encode_action, validate_action
+from stmg.encoding import (
+    ActionCodec,
+    STMGEncoder,
+    action_encoding_size,
+    encode_action,
+    validate_action,
+)
 from stmg.env import OrderFn, STMGEnv, wrap
 
 __all__ = [
