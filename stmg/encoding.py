@@ -75,6 +75,10 @@ class ActionCodec:
         elif isinstance(space, spaces.Box):
             self._low, self._high = space.low, space.high
             self._shape = space.shape
+            # Small boxes (the usual joint torques) are checked in plain Python: faster than
+            # three numpy calls for a handful of numbers.
+            self._bounds = list(zip(space.low.ravel().tolist(), space.high.ravel().tolist(), strict=True))
+            self._small = space.low.size <= 16
         elif isinstance(space, spaces.MultiDiscrete):
             self._offsets = np.concatenate(([0], np.cumsum(space.nvec.ravel())[:-1])) - space.start.ravel()
 
@@ -93,7 +97,10 @@ class ActionCodec:
         if isinstance(space, spaces.Box):
             if arr.shape != self._shape or arr.dtype.kind not in "biuf":
                 return False
-            # NaN fails both comparisons, so it is rejected here too.
+            # NaN fails every comparison, so it is rejected here too.
+            if self._small:
+                values = arr.ravel().tolist()
+                return all(lo <= v <= hi for v, (lo, hi) in zip(values, self._bounds, strict=True))
             return bool(np.logical_and(arr >= self._low, arr <= self._high).all())
         return bool(space.contains(arr.astype(space.dtype) if arr.dtype.kind in "iu" else arr))
 
@@ -188,6 +195,11 @@ class STMGEncoder:
         self._one_hots = np.eye(n, dtype=np.float32)
         self._one_hots.setflags(write=False)
         self._spaces = {a: self._make_space(a) for a in self.possible_agents}
+        self._flat_templates = {}
+        for agent in self.possible_agents:
+            template = np.zeros(self.flat_size, dtype=np.float32)
+            template[self.flat_layout["agent_id"].start + self.index[agent]] = 1.0
+            self._flat_templates[agent] = template
 
     # --- spaces ---------------------------------------------------------------------------
     def _prior_action_bounds(self) -> tuple[np.ndarray, np.ndarray]:
@@ -280,11 +292,16 @@ class STMGEncoder:
                 "priority": self._one_hots[priority].copy(),
                 "agent_id": self._one_hots[self.index[agent]].copy(),
             }
-        out = np.zeros(self.flat_size, dtype=np.float32)
-        base_flat = np.asarray(spaces.flatten(self.base_spaces[agent], base_obs))
+        # Start from the agent's template (its agent_id already set, zeros elsewhere).
+        out = self._flat_templates[agent].copy()
+        space = self.base_spaces[agent]
+        if isinstance(space, spaces.Box):  # the common case, without gymnasium's dispatch
+            base_flat = np.asarray(base_obs).ravel()
+        else:
+            base_flat = np.asarray(spaces.flatten(space, base_obs))
         out[: base_flat.shape[0]] = base_flat
-        out[self.flat_layout["prior_actions"]] = table.ravel()
-        out[self.flat_layout["prior_mask"]] = mask
-        out[self.flat_layout["priority"]] = self._one_hots[priority]
-        out[self.flat_layout["agent_id"]] = self._one_hots[self.index[agent]]
+        layout = self.flat_layout
+        out[layout["prior_actions"]] = table.ravel()
+        out[layout["prior_mask"]] = mask
+        out[layout["priority"].start + priority] = 1.0
         return out
