@@ -22,7 +22,8 @@ def encode_joint_action(spec: JointSpec, act: torch.Tensor) -> torch.Tensor:
             (B, n_agents, max_action_size) float (Box, padded).
 
     Returns:
-        (B, n_agents, slot_size) float32: row k is agent k's action encoding, zero-padded.
+        (B, n_agents, slot_size) float32: row k is agent k's action encoding, zero-padded
+        (Box actions clipped to their bounds first, as the adapter does).
     """
     batch = act.shape[0]
     out = torch.zeros(batch, spec.n_agents, spec.slot_size, dtype=torch.float32, device=act.device)
@@ -31,11 +32,23 @@ def encode_joint_action(spec: JointSpec, act: torch.Tensor) -> torch.Tensor:
         # an index is always < its agent's count, so nothing is lost.
         out = F.one_hot(act.long().clamp(min=0), spec.slot_size).float()  # (B, n, slot)
     else:
+        # Encode what the environment receives: sampled Gaussian actions clipped to the
+        # bounds, exactly as the adapter clips them (stmg encodes the action it was given).
+        low, high = _bounds(spec, act.device)  # (n, max_action_size) each, 0 in padding
+        clipped = torch.maximum(torch.minimum(act.float(), high), low)
         width = min(spec.slot_size, act.shape[-1])
-        out[..., :width] = act[..., :width].float()
-        mask = torch.as_tensor(spec.action_mask()[:, : spec.slot_size], device=act.device)
-        out = out * mask  # (B, n, slot), padding of smaller agents forced to 0
+        out[..., :width] = clipped[..., :width]
     return out
+
+
+def _bounds(spec: JointSpec, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-agent Box bounds padded to (n_agents, max_action_size) with zeros."""
+    low = torch.zeros(spec.n_agents, spec.max_action_size, device=device)
+    high = torch.zeros(spec.n_agents, spec.max_action_size, device=device)
+    for k, size in enumerate(spec.action_sizes):
+        low[k, :size] = torch.as_tensor(spec.action_low[k])
+        high[k, :size] = torch.as_tensor(spec.action_high[k])
+    return low, high
 
 
 def position_of(order: torch.Tensor) -> torch.Tensor:

@@ -39,8 +39,7 @@ def mlp(in_size: int, hidden: int, out_size: int, *, layers: int = 2) -> nn.Sequ
 class AgentMLPs(nn.Module):
     """``n_members`` independent MLPs with stacked weights, applied row by row.
 
-    ``forward(x, member)`` evaluates row b with MLP ``member[b]``; a gather of the weights plus
-    a batched matmul keeps this one kernel call per layer whatever the number of agents.
+    ``forward(x, member)`` evaluates row b with MLP ``member[b]``.
     """
 
     def __init__(self, *, n_members: int, in_size: int, hidden: int, out_size: int,
@@ -59,13 +58,24 @@ class AgentMLPs(nn.Module):
 
     def forward(self, x: torch.Tensor, member: torch.Tensor) -> torch.Tensor:
         """x: (B, in_size), member: (B,) long -> (B, out_size)."""
-        h = x.unsqueeze(1)  # (B, 1, in)
-        last = len(self.weights) - 1
+        first = int(member[0]) if member.numel() else 0
+        if bool((member == first).all()):  # common case: one agent's rows (fixed order)
+            return self._member_forward(x, first)
+        out = x.new_zeros(x.shape[0], self.biases[-1].shape[1])  # (B, out)
+        # One dense MLP call per member present: cheaper than gathering a (B, in, out)
+        # weight tensor per layer once batches are large.
+        for m in torch.unique(member).tolist():
+            rows = (member == m).nonzero(as_tuple=True)[0]
+            out = out.index_put((rows,), self._member_forward(x[rows], m))
+        return out
+
+    def _member_forward(self, h: torch.Tensor, m: int) -> torch.Tensor:
+        """MLP ``m`` on all rows of h: (B, in) -> (B, out)."""
         for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
-            h = torch.bmm(h, w[member]) + b[member].unsqueeze(1)  # (B, 1, out_i)
-            if i < last:
+            h = torch.addmm(b[m], h, w[m])  # (B, out_i)
+            if i < len(self.weights) - 1:
                 h = torch.tanh(h)
-        return h.squeeze(1)
+        return h
 
 
 class NLevelPolicy(nn.Module):
@@ -167,10 +177,13 @@ class MaskedDistribution:
         self.valid = valid
         if kind == "discrete":
             logits = out.masked_fill(~valid, -1e9)  # (B, out)
-            self.dist: torch.distributions.Distribution = torch.distributions.Categorical(logits=logits)
+            # validate_args=False: argument checks cost more than the tiny networks here.
+            self.dist: torch.distributions.Distribution = torch.distributions.Categorical(
+                logits=logits, validate_args=False)
         else:
             assert log_std is not None  # internal invariant: Gaussian heads always have one
-            self.dist = torch.distributions.Normal(out, log_std.clamp(-5.0, 2.0).exp())
+            self.dist = torch.distributions.Normal(out, log_std.clamp(-5.0, 2.0).exp(),
+                                                   validate_args=False)
 
     def sample(self) -> torch.Tensor:
         """(B,) long or (B, out) float."""

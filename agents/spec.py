@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-import stmg
 from gymnasium import spaces
+
+import stmg
 
 ActionKind = Literal["discrete", "box"]
 

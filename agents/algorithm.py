@@ -1,0 +1,246 @@
+"""The learning side: STEP (and the PPO baselines) as a Tianshou ``OnPolicyAlgorithm``.
+
+* ``_preprocess_batch`` computes each agent's advantages with :func:`agents.gae.per_agent_gae`
+  from its own rewards, done flags and bootstrap value, and flattens the batch into
+  (time step, agent) pairs of the agents that acted.
+* ``_update_with_batch`` updates agent by agent in priority order (Algorithm 1): for the agent
+  at position i, the actor objective of Eq. 11 (clipped surrogate with the agent's own
+  advantage, entropy bonus, hypernetwork regulariser) and the clipped critic loss of Eq. 12.
+
+The regulariser snapshot: just before the update of position i, the generated target
+parameters theta_tar^j = H(e^j) of every superior j < i are recorded (as constants); while
+position i is updated, beta/(i-1) * sum_j ||H(e^j) - snapshot_j||^2 keeps the superiors'
+generated policies where their own updates (earlier in this iteration) left them. The
+snapshot covers both the hypernetwork weights and the embeddings e^j, i.e. it protects the
+generated policy parameters, which is what catastrophic forgetting would damage.
+
+Baselines: MAPPO and IPPO do one joint update over all pairs; HAPPO updates the agents one by
+one in a fresh random order each iteration, multiplying each agent's advantage by the product
+of the probability ratios (new/old) of the agents updated before it in this iteration.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from tianshou.algorithm.algorithm_base import OnPolicyAlgorithm, TrainingStats
+from tianshou.algorithm.optim import AdamOptimizerFactory
+from tianshou.data import ReplayBuffer, SequenceSummaryStats
+
+from agents.config import STEPConfig, Variant
+from agents.encoding import encode_joint_action, position_of
+from agents.gae import per_agent_gae
+from agents.networks import NLevelPolicy
+from agents.policy import STEPPolicy, batch_tensors
+
+
+@dataclass(kw_only=True)
+class STEPTrainingStats(TrainingStats):
+    """Losses of one update (summaries over gradient steps)."""
+
+    actor_loss: SequenceSummaryStats
+    vf_loss: SequenceSummaryStats
+    entropy: SequenceSummaryStats
+    regulariser: SequenceSummaryStats
+    gradient_steps: int
+
+
+@dataclass
+class PairBatch:
+    """Transitions flattened into the (time step, agent) pairs of agents that acted."""
+
+    obs: torch.Tensor  # (T, n, obs_dim)
+    alive: torch.Tensor  # (T, n)
+    pos_of: torch.Tensor  # (T, n) long
+    act: torch.Tensor  # (T, n) long or (T, n, max_action_size)
+    act_enc: torch.Tensor  # (T, n, slot)
+    row: torch.Tensor  # (P,) long
+    agent: torch.Tensor  # (P,) long
+    priority: torch.Tensor  # (P,) long
+    adv: torch.Tensor  # (P,)
+    ret: torch.Tensor  # (P,)
+    v_old: torch.Tensor  # (P,)
+    logp_old: torch.Tensor  # (P,)
+
+
+class STEPAlgorithm(OnPolicyAlgorithm[STEPPolicy]):
+    """STEP / MAPPO / IPPO / HAPPO updates (module docstring).
+
+    Args:
+        policy: the acting policy (holds the model).
+        config: hyperparameters; ``config.variant`` selects the update scheme.
+    """
+
+    def __init__(self, *, policy: STEPPolicy, config: STEPConfig) -> None:
+        super().__init__(policy=policy)
+        self.config = config
+        self.model = policy.model
+        self.optim = self._create_optimizer(
+            self.model, AdamOptimizerFactory(lr=config.lr, eps=1e-5),
+            max_grad_norm=config.max_grad_norm)
+        self._generator = torch.Generator().manual_seed(0)
+
+    def reseed(self, seed: int) -> None:
+        """Seed the random update order of HAPPO and the minibatch shuffling."""
+        self._generator.manual_seed(seed)
+
+    # --- advantages ------------------------------------------------------------------------
+    def _preprocess_batch(self, batch: Any, buffer: ReplayBuffer, indices: np.ndarray) -> Any:
+        cfg = self.config
+        obs, alive, _, order = batch_tensors(batch.obs)
+        obs_next, _, present_next, order_next = batch_tensors(batch.obs_next)
+        with torch.no_grad():
+            # V^i at the next observation: its own value given superiors' actions sampled
+            # from the current policy (the next step's actual actions are not in this row).
+            next_value = self.policy.chain(obs_next, present_next, order_next, greedy=False).value
+        episode_end = np.asarray(batch.done, bool).copy()
+        episode_end[np.isin(indices, buffer.unfinished_index())] = True
+        alive_np = np.asarray(batch.info.alive, bool)
+        adv, ret = per_agent_gae(
+            rew=np.asarray(batch.rew, np.float64).reshape(alive_np.shape),
+            value=np.asarray(batch.policy.v, np.float64),
+            next_value=next_value.numpy().astype(np.float64),
+            alive=alive_np,
+            terminated=np.asarray(batch.info.terminated, bool),
+            truncated=np.asarray(batch.info.truncated, bool),
+            episode_end=episode_end,
+            gamma=cfg.gamma,
+            gae_lambda=cfg.gae_lambda,
+        )
+        batch.adv, batch.returns = adv, ret
+        row, agent = np.nonzero(alive_np)
+        pos_of = position_of(order)
+        spec = self.model.spec
+        act = torch.as_tensor(np.asarray(batch.act))
+        act = act.long() if spec.action_kind == "discrete" else act.float()
+        self._pairs = PairBatch(
+            obs=obs, alive=alive, pos_of=pos_of, act=act, act_enc=encode_joint_action(spec, act),
+            row=torch.as_tensor(row), agent=torch.as_tensor(agent),
+            priority=pos_of[torch.as_tensor(row), torch.as_tensor(agent)],
+            adv=torch.as_tensor(adv[row, agent]), ret=torch.as_tensor(ret[row, agent]),
+            v_old=torch.as_tensor(np.asarray(batch.policy.v, np.float32)[row, agent]),
+            logp_old=torch.as_tensor(np.asarray(batch.policy.logp, np.float32)[row, agent]),
+        )
+        return batch
+
+    # --- losses ----------------------------------------------------------------------------
+    def _pair_losses(self, pb: PairBatch, idx: torch.Tensor, adv_scale: torch.Tensor | None
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Clipped surrogate, clipped value loss, entropy and new log-probs of pairs ``idx``."""
+        cfg = self.config
+        r = pb.row[idx]
+        agent = pb.agent[idx]
+        dist, value = self.model.evaluate(
+            obs=pb.obs[r], act_enc=pb.act_enc[r], alive=pb.alive[r], pos_of=pb.pos_of[r],
+            agent=agent, priority=pb.priority[idx])
+        assert value is not None  # with_value defaults to True
+        act = pb.act[r, agent]  # (m,) or (m, max_action_size)
+        logp = dist.log_prob(act)  # (m,)
+        adv = pb.adv[idx]
+        if cfg.advantage_normalization:
+            adv = _normalise_per_agent(adv, agent, self.model.spec.n_agents)
+        if adv_scale is not None:
+            adv = adv * adv_scale
+        ratio = (logp - pb.logp_old[idx]).exp()
+        surrogate = torch.min(ratio * adv, ratio.clamp(1.0 - cfg.clip, 1.0 + cfg.clip) * adv)
+        # Eq. 12: the pessimistic maximum of the plain and the clipped value error.
+        v_old, ret = pb.v_old[idx], pb.ret[idx]
+        v_clipped = v_old + (value - v_old).clamp(-cfg.clip, cfg.clip)
+        vf_loss = torch.max((value - ret).pow(2), (v_clipped - ret).pow(2)).mean()
+        return surrogate.mean(), vf_loss, dist.entropy().mean(), logp.detach()
+
+    def _minibatches(self, idx: torch.Tensor) -> list[torch.Tensor]:
+        perm = idx[torch.randperm(idx.numel(), generator=self._generator)]
+        return [chunk for chunk in perm.chunk(self.config.minibatches) if chunk.numel() > 0]
+
+    def _update_with_batch(self, batch: Any, batch_size: int | None, repeat: int) -> STEPTrainingStats:
+        pb = self._pairs
+        log: dict[str, list[float]] = {"actor": [], "vf": [], "ent": [], "reg": []}
+        steps = 0
+        variant = self.config.variant
+        all_pairs = torch.arange(pb.row.numel())
+        if variant is Variant.STEP:
+            for p in range(self.model.spec.n_agents):  # Algorithm 1: agent by agent, leader first
+                steps += self._update_group(pb, all_pairs[pb.priority == p], repeat, log,
+                                            reg_priorities=p)
+        elif variant is Variant.HAPPO:
+            factor = torch.ones(pb.obs.shape[0])  # (T,) product of earlier agents' ratios
+            perm = torch.randperm(self.model.spec.n_agents, generator=self._generator)
+            for k in perm.tolist():
+                group = all_pairs[pb.agent == k]
+                if group.numel() == 0:
+                    continue
+                steps += self._update_group(pb, group, repeat, log, factor=factor)
+                with torch.no_grad():
+                    _, _, _, logp_new = self._pair_losses(pb, group, None)
+                    factor[pb.row[group]] *= (logp_new - pb.logp_old[group]).exp()
+        else:  # MAPPO, IPPO: simultaneous agents, one joint update
+            steps += self._update_group(pb, all_pairs, repeat, log)
+
+        def summary(values: list[float]) -> SequenceSummaryStats:
+            return SequenceSummaryStats.from_sequence(values or [0.0])
+
+        return STEPTrainingStats(actor_loss=summary(log["actor"]), vf_loss=summary(log["vf"]),
+                                 entropy=summary(log["ent"]), regulariser=summary(log["reg"]),
+                                 gradient_steps=steps)
+
+    def _update_group(self, pb: PairBatch, group: torch.Tensor, epochs: int,
+                      log: dict[str, list[float]], *, reg_priorities: int = 0,
+                      factor: torch.Tensor | None = None) -> int:
+        """PPO epochs on the pairs ``group``; returns the number of gradient steps."""
+        if group.numel() == 0:
+            return 0
+        cfg = self.config
+        actor = self.model.actor
+        snapshot: torch.Tensor | None = None
+        superiors = torch.arange(reg_priorities)
+        if reg_priorities > 0 and cfg.beta > 0 and isinstance(actor, NLevelPolicy):
+            with torch.no_grad():
+                snapshot = actor.generated(superiors).clone()  # (i-1, n_generated)
+        steps = 0
+        for _ in range(epochs):
+            for idx in self._minibatches(group):
+                scale = factor[pb.row[idx]] if factor is not None else None
+                surrogate, vf_loss, entropy, _ = self._pair_losses(pb, idx, scale)
+                loss = -surrogate - cfg.entropy * entropy + cfg.vf_coef * vf_loss
+                reg = torch.zeros(())
+                if snapshot is not None:
+                    reg = hypernetwork_regulariser(actor, snapshot, beta=cfg.beta)  # type: ignore[arg-type]
+                    loss = loss + reg
+                self.optim.step(loss)
+                steps += 1
+                log["actor"].append(-surrogate.item())
+                log["vf"].append(vf_loss.item())
+                log["ent"].append(entropy.item())
+                log["reg"].append(reg.item())
+        return steps
+
+
+def hypernetwork_regulariser(actor: NLevelPolicy, snapshot: torch.Tensor, *, beta: float) -> torch.Tensor:
+    """L_h of Eq. 11: beta/(i-1) * sum_{j<i} ||H(e^j) - H_old(e^j)||^2.
+
+    Args:
+        actor: the N-level policy being updated.
+        snapshot: (i-1, n_generated) generated parameters of the superiors before this update.
+        beta: regulariser weight.
+    """
+    count = snapshot.shape[0]
+    if count == 0:
+        return torch.zeros(())
+    current = actor.generated(torch.arange(count))  # (i-1, n_generated)
+    return beta / count * (current - snapshot).pow(2).sum()
+
+
+def _normalise_per_agent(adv: torch.Tensor, agent: torch.Tensor, n_agents: int) -> torch.Tensor:
+    """Zero-mean, unit-std advantages within each agent's own samples."""
+    out = adv.clone()
+    for k in range(n_agents):
+        sel = agent == k
+        count = int(sel.sum())
+        if count > 1:
+            a = adv[sel]
+            out[sel] = (a - a.mean()) / (a.std() + 1e-8)
+    return out

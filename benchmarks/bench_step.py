@@ -1,0 +1,135 @@
+"""Benchmark: STEP vs plain Tianshou PPO wall time, and policy parameter counts vs agent count.
+
+    python benchmarks/bench_step.py                 # 2 timed trials each, 10,000 steps
+    python benchmarks/bench_step.py --trials 3 --steps 10000 --max-agents 17
+
+Timing: one 10,000-step STEP trial on Penalty k=-100 against Tianshou's own ``PPO`` on the
+single-agent version of the same game (the joint action flattened into one Discrete(9), shared
+reward), with the same collector settings (n envs, steps per update, epochs, hidden size).
+A warm-up run of each is done first so that one-time costs (imports, numba) are excluded.
+
+Parameter counts: the actor ("policy") parameters of STEP (shared N-level policy) and HAPPO
+(one actor per agent) for 2..max-agents agents on a game with 3 actions and 1-dim observation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+
+from agents import STEPConfig, Variant, train  # noqa: E402
+from agents.model import MultiAgentActorCritic  # noqa: E402
+from agents.networks import count_parameters  # noqa: E402
+from agents.spec import JointSpec  # noqa: E402
+from envs import matrix  # noqa: E402
+
+
+class FlatPenalty(gym.Env[np.ndarray, int]):
+    """Penalty as one agent: action a = 3 * a_leader + a_follower, shared reward, 25 steps."""
+
+    def __init__(self, k: float = -100.0, episode_length: int = 25) -> None:
+        self.table = matrix.penalty(k)[0]
+        self.episode_length = episode_length
+        self.observation_space = gym.spaces.Box(0.0, 1.0, (1,), np.float32)
+        self.action_space = gym.spaces.Discrete(9)
+        self.t = 0
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        self.t = 0
+        return np.ones(1, np.float32), {}
+
+    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        self.t += 1
+        reward = float(self.table[int(action) // 3, int(action) % 3])
+        return np.ones(1, np.float32), reward, False, self.t >= self.episode_length, {}
+
+
+def train_plain_ppo(config: STEPConfig, steps: int, seed: int) -> float:
+    """Seconds for one Tianshou PPO run with the same collector settings."""
+    from tianshou.algorithm import PPO
+    from tianshou.algorithm.modelfree.reinforce import ProbabilisticActorPolicy
+    from tianshou.algorithm.optim import AdamOptimizerFactory
+    from tianshou.data import Collector, VectorReplayBuffer
+    from tianshou.env import DummyVectorEnv
+    from tianshou.trainer import OnPolicyTrainerParams
+    from tianshou.utils.net.common import Net
+    from tianshou.utils.net.discrete import DiscreteActor, DiscreteCritic
+
+    torch.manual_seed(seed)
+    torch.set_num_threads(config.torch_threads)
+    start = time.perf_counter()
+    env = FlatPenalty()
+    h = config.hidden_size
+    actor = DiscreteActor(preprocess_net=Net(state_shape=1, hidden_sizes=[h, h]), action_shape=9,
+                          softmax_output=False)
+    critic = DiscreteCritic(preprocess_net=Net(state_shape=1, hidden_sizes=[h, h]))
+    policy = ProbabilisticActorPolicy(actor=actor, dist_fn=lambda logits: torch.distributions.Categorical(logits=logits),
+                                      action_space=env.action_space, action_scaling=False)
+    algo = PPO(policy=policy, critic=critic, optim=AdamOptimizerFactory(lr=config.lr),
+               eps_clip=config.clip, ent_coef=config.entropy, gamma=config.gamma,
+               gae_lambda=config.gae_lambda, max_grad_norm=config.max_grad_norm)
+    venv = DummyVectorEnv([FlatPenalty for _ in range(config.n_envs)])
+    venv.seed(seed)
+    collector = Collector(policy, venv, VectorReplayBuffer(config.steps_per_collect + config.n_envs, config.n_envs))
+    collector.reset()
+    algo.run_training(OnPolicyTrainerParams(
+        training_collector=collector, max_epochs=1, epoch_num_steps=steps,
+        collection_step_num_env_steps=config.steps_per_collect,
+        update_step_num_repetitions=config.epochs, batch_size=None, test_collector=None,
+        verbose=False, show_progress=False))
+    venv.close()
+    return time.perf_counter() - start
+
+
+def train_step(config: STEPConfig, steps: int, seed: int) -> float:
+    """Seconds for one STEP run on Penalty k=-100."""
+    start = time.perf_counter()
+    train(lambda: matrix.MatrixGame(matrix.penalty(-100.0)), config=config, total_steps=steps, seed=seed)
+    return time.perf_counter() - start
+
+
+def parameter_counts(max_agents: int) -> list[tuple[int, int, int]]:
+    """(n_agents, STEP actor parameters, HAPPO actor parameters)."""
+    rows = []
+    for n in range(2, max_agents + 1):
+        spec = JointSpec(possible_agents=tuple(f"agent_{k}" for k in range(n)), obs_dim=1,
+                         action_kind="discrete", action_sizes=(3,) * n, action_starts=(0,) * n,
+                         slot_size=3)
+        counts = [count_parameters(MultiAgentActorCritic(spec=spec, config=STEPConfig(variant=v)).actor)
+                  for v in (Variant.STEP, Variant.HAPPO)]
+        rows.append((n, counts[0], counts[1]))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=10_000, help="environment steps per trial")
+    parser.add_argument("--trials", type=int, default=2, help="timed trials of each")
+    parser.add_argument("--max-agents", type=int, default=17, help="largest agent count to count")
+    args = parser.parse_args(argv)
+    config = STEPConfig.matrix_games()
+    train_step(config, 400, seed=99)  # warm-up: imports, first-use costs
+    train_plain_ppo(config, 400, seed=99)
+    step_times = [train_step(config, args.steps, seed) for seed in range(args.trials)]
+    ppo_times = [train_plain_ppo(config, args.steps, seed) for seed in range(args.trials)]
+    s, p = float(np.mean(step_times)), float(np.mean(ppo_times))
+    print(f"STEP  {args.steps} steps: {s:.2f} s per trial ({', '.join(f'{t:.2f}' for t in step_times)})")
+    print(f"PPO   {args.steps} steps: {p:.2f} s per trial ({', '.join(f'{t:.2f}' for t in ppo_times)})")
+    print(f"ratio STEP / plain PPO: {s / p:.2f}x")
+    print("\nactor parameters   n_agents   STEP (shared N-level)   HAPPO (one actor per agent)")
+    for n, step_count, happo_count in parameter_counts(args.max_agents):
+        print(f"{'':19}{n:8d}   {step_count:21d}   {happo_count:27d}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,233 @@
+"""Reproduce the paper's matrix-game results: Table 1 (Mixing) and Figure 5 (Penalty at five k).
+
+For every algorithm and setting it trains ``--trials`` seeds of ``--steps`` environment steps,
+evaluates the greedy joint action (each agent's most probable action, the leader's first), and
+writes:
+
+* ``OUT/matrix_results.json``: every trial (seed, greedy joint action, action probabilities,
+  is_se) per algorithm and setting;
+* ``OUT/matrix_results.md``: the SE rate per setting, Table 1 laid out as in the paper, and
+  the Penalty outcome proportions of Figure 5;
+* ``OUT/penalty_outcomes.png``: a bar chart like Figure 5.
+
+    python examples/reproduce_matrix.py                               # the paper's protocol
+    python examples/reproduce_matrix.py --trials 10 --algos step mappo   # a quicker look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+
+from envs import matrix  # noqa: E402
+
+ALGOS = ("step", "mappo", "ippo", "happo", "maddpg")
+PENALTY_KS = (0.0, -25.0, -50.0, -75.0, -100.0)
+
+
+@dataclass(kw_only=True)
+class Args:
+    """Command-line options (``--help`` shows them)."""
+
+    algos: list[str] = field(default_factory=lambda: list(ALGOS))
+    trials: int = 100
+    steps: int = 10_000
+    workers: int = 2
+    seed: int = 0
+    out: str = "results/matrix"
+    settings: list[str] = field(default_factory=lambda: ["mixing", *(f"penalty{k:g}" for k in PENALTY_KS)])
+
+
+def parse_args(argv: list[str] | None = None) -> Args:
+    """Parse the command line into :class:`Args`."""
+    defaults = Args()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--algos", nargs="+", choices=ALGOS, default=defaults.algos,
+                        help="algorithms to run")
+    parser.add_argument("--trials", type=int, default=defaults.trials, help="seeds per algorithm and setting")
+    parser.add_argument("--steps", type=int, default=defaults.steps, help="environment steps per trial")
+    parser.add_argument("--workers", type=int, default=defaults.workers, help="processes running trials")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of the first trial")
+    parser.add_argument("--out", default=defaults.out, help="output directory")
+    parser.add_argument("--settings", nargs="+", default=defaults.settings,
+                        help="'mixing' and/or 'penalty<k>' such as penalty-100")
+    ns = parser.parse_args(argv)
+    for name in ("trials", "steps", "workers"):
+        if getattr(ns, name) <= 0:
+            parser.error(f"--{name} must be positive, got {getattr(ns, name)}")
+    for setting in ns.settings:
+        try:
+            payoffs_for(setting)
+        except ValueError as exc:
+            parser.error(str(exc))
+    return Args(**vars(ns))
+
+
+def payoffs_for(setting: str) -> np.ndarray:
+    """The payoff table of a setting name: ``mixing`` or ``penalty<k>``."""
+    if setting == "mixing":
+        return matrix.mixing()
+    if setting.startswith("penalty"):
+        try:
+            return matrix.penalty(float(setting.removeprefix("penalty")))
+        except ValueError:
+            pass
+    raise ValueError(f"unknown setting {setting!r}; expected 'mixing' or 'penalty<k>' such as 'penalty-100'")
+
+
+def run_trial(job: tuple[str, str, int, int]) -> dict[str, Any]:
+    """One seed of one algorithm on one setting (runs in a worker process)."""
+    algo, setting, steps, seed = job
+    payoffs = payoffs_for(setting)
+    if algo == "maddpg":
+        from agents.maddpg import MADDPGConfig, matrix_game_trial
+
+        result = matrix_game_trial(lambda: matrix.MatrixGame(payoffs), config=MADDPGConfig(), steps=steps, seed=seed)
+        record = result if isinstance(result, dict) else result.to_dict()
+    else:
+        from agents.config import STEPConfig, Variant
+        from agents.experiments import run_matrix_trial
+
+        config = STEPConfig.matrix_games(variant=Variant(algo))
+        record = run_matrix_trial(payoffs, config=config, steps=steps, seed=seed).to_dict()
+    joint = tuple(record["greedy_joint_action"])
+    record["rewards"] = payoffs[(slice(None), *joint)].tolist()
+    return {"algo": algo, "setting": setting, **record}
+
+
+def se_rate_table(results: dict[str, dict[str, list[dict[str, Any]]]], settings: list[str]) -> str:
+    """Markdown: fraction of trials whose greedy joint action is the SE, per algo and setting."""
+    lines = ["| algorithm | " + " | ".join(settings) + " |", "|---|" + "---:|" * len(settings)]
+    for algo, per_setting in results.items():
+        cells = []
+        for setting in settings:
+            trials = per_setting.get(setting, [])
+            cells.append(f"{100 * np.mean([t['is_se'] for t in trials]):.0f}% ({len(trials)})" if trials else "-")
+        lines.append(f"| {algo} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def table1(results: dict[str, dict[str, list[dict[str, Any]]]]) -> str:
+    """Markdown laid out like the paper's Table 1: action probabilities and rewards on Mixing."""
+    head = ("| | a1 (agent 1) | a2 | a3 | a1 (agent 2) | a2 | a3 | reward 1 | reward 2 | avg |\n"
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    rows = [head]
+    for algo, per_setting in results.items():
+        trials = per_setting.get("mixing")
+        if not trials:
+            continue
+        probs = np.array([t["action_probs"] for t in trials]) * 100.0  # (trials, 2, 3)
+        rewards = np.array([t["rewards"] for t in trials])  # (trials, 2)
+        cells = [f"{m:.2f} ({s:.2f})" for m, s in zip(probs.mean(0).ravel(), probs.std(0).ravel(), strict=True)]
+        cells += [f"{m:.2f} ({s:.2f})" for m, s in zip(rewards.mean(0), rewards.std(0), strict=True)]
+        avg = rewards.mean(1)
+        cells.append(f"{avg.mean():.2f} ({avg.std():.2f})")
+        rows.append(f"| {algo} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+PENALTY_OUTCOMES = {(0, 2): "(a1,a3) SE", (1, 1): "(a2,a2)", (2, 0): "(a3,a1)"}
+
+
+def penalty_outcomes(results: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, dict[str, dict[str, float]]]:
+    """Share of trials per greedy outcome, per algo and Penalty setting (Figure 5's bars)."""
+    shares: dict[str, dict[str, dict[str, float]]] = {}
+    for algo, per_setting in results.items():
+        for setting, trials in per_setting.items():
+            if not setting.startswith("penalty"):
+                continue
+            counts = Counter(PENALTY_OUTCOMES.get(tuple(t["greedy_joint_action"]), "other") for t in trials)
+            shares.setdefault(algo, {})[setting] = {
+                name: counts.get(name, 0) / len(trials) for name in [*PENALTY_OUTCOMES.values(), "other"]
+            }
+    return shares
+
+
+def plot_penalty(shares: dict[str, dict[str, dict[str, float]]], path: Path) -> None:
+    """Stacked bars: for each k (groups) and algorithm (bars), the share of each outcome."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    algos = list(shares)
+    settings = sorted({s for per in shares.values() for s in per}, key=lambda s: -float(s.removeprefix("penalty")))
+    outcomes = [*PENALTY_OUTCOMES.values(), "other"]
+    colours = ["#2a9d8f", "#e9c46a", "#f4a261", "#bbbbbb"]
+    width = 0.8 / max(len(algos), 1)
+    fig, ax = plt.subplots(figsize=(1.6 + 1.6 * len(settings), 4))
+    for a, algo in enumerate(algos):
+        x = np.arange(len(settings)) + (a - (len(algos) - 1) / 2) * width
+        bottom = np.zeros(len(settings))
+        for outcome, colour in zip(outcomes, colours, strict=True):
+            values = np.array([shares[algo].get(s, {}).get(outcome, 0.0) for s in settings])
+            ax.bar(x, values, width * 0.95, bottom=bottom, color=colour, edgecolor="white",
+                   label=outcome if a == 0 else None)
+            bottom += values
+        for xi in x:
+            ax.text(xi, 1.01, algo, rotation=90, ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(np.arange(len(settings)))
+    ax.set_xticklabels([f"k={float(s.removeprefix('penalty')):g}" for s in settings])
+    ax.set_ylim(0, 1.25)
+    ax.set_ylabel("share of trials")
+    ax.set_title("Penalty: greedy joint action after training")
+    ax.legend(loc="upper right", fontsize=7, ncol=4)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run everything and write the JSON, markdown and PNG outputs."""
+    args = parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = [(algo, setting, args.steps, args.seed + i)
+            for algo in args.algos for setting in args.settings for i in range(args.trials)]
+    from tqdm import tqdm
+
+    start = time.perf_counter()
+    records: list[dict[str, Any]] = []
+    with ProcessPoolExecutor(max_workers=args.workers) as pool:
+        for record in tqdm(pool.map(run_trial, jobs), total=len(jobs), desc="trials"):
+            records.append(record)
+    minutes = (time.perf_counter() - start) / 60.0
+
+    results: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for record in records:
+        results.setdefault(record["algo"], {}).setdefault(record["setting"], []).append(record)
+    shares = penalty_outcomes(results)
+    command = "python examples/reproduce_matrix.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    summary = {"command": command.strip(), "minutes": minutes, "trials": args.trials, "steps": args.steps,
+               "results": results, "penalty_outcomes": shares}
+    (out / "matrix_results.json").write_text(json.dumps(summary, indent=1))
+    markdown = "\n\n".join([
+        f"Command: `{summary['command']}` ({args.trials} trials of {args.steps} steps, {minutes:.1f} min)",
+        "SE rate (greedy joint action = Stackelberg equilibrium; trials in parentheses):\n\n"
+        + se_rate_table(results, args.settings),
+        "Mixing, as in Table 1 (mean (std) over trials of each action's probability in %, and the "
+        "payoffs of the greedy joint action):\n\n" + table1(results),
+        "Penalty outcomes, as in Figure 5 (share of trials per greedy joint action):\n\n"
+        + "\n".join(f"- {algo} {setting}: " + ", ".join(f"{k} {v:.2f}" for k, v in share.items())
+                    for algo, per in shares.items() for setting, share in per.items()),
+    ])
+    (out / "matrix_results.md").write_text(markdown + "\n")
+    if shares:
+        plot_penalty(shares, out / "penalty_outcomes.png")
+    print(markdown)
+    return summary
+
+
+if __name__ == "__main__":
+    main()

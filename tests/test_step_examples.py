@@ -1,0 +1,72 @@
+"""Smoke runs of the STEP examples at tiny sizes, and the slow statistical convergence check."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(script: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(Path(script).stem, ROOT / script)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quickstart_smoke() -> None:
+    out = subprocess.run([sys.executable, str(ROOT / "examples/quickstart.py"), "--steps", "200"],
+                         capture_output=True, text=True, timeout=180, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert "learned greedy joint action" in out.stdout
+    assert "Stackelberg equilibrium:     (0, 2)" in out.stdout
+
+
+def test_train_matrix_smoke_subprocess(tmp_path: Path) -> None:
+    path = tmp_path / "out.json"
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "examples/train_matrix.py"), "--algo", "step", "--game", "penalty",
+         "--k", "-100", "--steps", "200", "--trials", "1", "--workers", "1", "--out", str(path)],
+        capture_output=True, text=True, timeout=180, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(path.read_text())
+    trial = summary["trials"][0]
+    assert set(trial) >= {"seed", "greedy_joint_action", "action_probs", "is_se"}
+    assert summary["stackelberg_equilibrium"] == [0, 2]
+
+
+@pytest.mark.parametrize("algo", ["mappo", "ippo", "happo"])
+def test_train_matrix_baselines_in_process(algo: str, tmp_path: Path) -> None:
+    module = _load("examples/train_matrix.py")
+    summary = module.main(["--algo", algo, "--game", "mixing", "--steps", "200", "--trials", "1",
+                           "--workers", "1", "--out", str(tmp_path / "o.json")])
+    assert len(summary["trials"]) == 1 and summary["algo"] == algo
+
+
+def test_train_matrix_three_agents_from_file(tmp_path: Path) -> None:
+    payoffs = np.random.default_rng(0).normal(size=(3, 2, 3, 2))
+    np.save(tmp_path / "game.npy", payoffs)
+    module = _load("examples/train_matrix.py")
+    summary = module.main(["--payoffs", str(tmp_path / "game.npy"), "--steps", "200",
+                           "--trials", "1", "--workers", "1"])
+    assert len(summary["trials"][0]["greedy_joint_action"]) == 3
+    assert [len(p) for p in summary["trials"][0]["action_probs"]] == [2, 3, 2]
+
+
+@pytest.mark.slow
+def test_step_finds_the_se_on_penalty() -> None:
+    module = _load("examples/train_matrix.py")
+    summary = module.main(["--algo", "step", "--game", "penalty", "--k", "-100", "--steps", "10000",
+                           "--trials", "10", "--workers", "2"])
+    hits = sum(t["is_se"] for t in summary["trials"])
+    assert hits >= 9, f"STEP found the SE in only {hits}/10 trials: {summary['trials']}"
