@@ -128,7 +128,7 @@ class GreedyExecutor:
             raw, _ = act_from_flat(self.model, own)
             return _env_action(self.model, k, raw[0])
         self._check_common_knowledge()
-        base = game._base_observation(agent)  # the agent's own base observation
+        base = game.base_observation_of(agent)  # the agent's own base observation
         position = game.current_order.index(agent)
         prior: dict[str, Any] = {}
         for q, superior in enumerate(game.current_order[:position]):
@@ -143,9 +143,9 @@ class GreedyExecutor:
         if game.base_observation == "state":
             return
         living = list(game.current_order)
-        first = game._base_observation(living[0])
+        first = game.base_observation_of(living[0])
         for other in living[1:]:
-            if not np.array_equal(np.asarray(game._base_observation(other)), np.asarray(first)):
+            if not np.array_equal(np.asarray(game.base_observation_of(other)), np.asarray(first)):
                 raise DecentralizedExecutionError(
                     f"decentralized execution needs common-knowledge input, but the observations "
                     f"of {living[0]!r} and {other!r} differ at time step {game.time_step}; an "

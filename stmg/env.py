@@ -232,6 +232,12 @@ class STMGEnv(AECEnv):  # type: ignore[misc]
         self._begin_time_step()
 
     # --- observations ---------------------------------------------------------------------
+    def base_observation_of(self, agent: str) -> Any:
+        """``agent``'s base observation now: its own observation, or the global state."""
+        if not self._ready:
+            raise RuntimeError("base_observation_of() called before reset(); call reset() first")
+        return self._base_observation(agent)
+
     def _base_observation(self, agent: str) -> Any:
         if self.base_observation == "own":
             return self._base_obs[agent]
