@@ -1,0 +1,438 @@
+"""MADDPG (Lowe et al., 2017) for discrete actions: the simultaneous-play baseline of the paper.
+
+Every agent ``i`` has a decentralised actor ``mu_i(o_i)`` on its own observation and a
+centralised critic ``Q_i(s, a_1, ..., a_n)``, where ``s`` is the concatenation of all agents'
+observations. Discrete actions are made differentiable with the straight-through Gumbel-softmax
+(Jang et al., 2017): the forward pass uses a one-hot sample, the backward pass the gradient of
+the tempered softmax. Critics regress on ``r_i + gamma * (1 - terminated_i) * Q'_i(s', a')``
+with ``a'`` sampled from the target actors; actor ``i`` maximises ``Q_i(s, a_i ~ mu_i,
+a_{-i} from the replay buffer)``; target networks follow with soft (Polyak) updates.
+
+Play is simultaneous: actors never see the others' actions. The environment is
+:class:`agents.adapter.JointStepEnv`, which plays one STMG time step per gymnasium step; since
+all the actions of a time step are fixed before the step, driving the priority chain with them
+is exactly one step of the simultaneous (parallel) game, so the adapter serves both settings.
+Learning runs on Tianshou: :class:`MADDPGPolicy` is a ``Policy``, :class:`MADDPG` an
+``OffPolicyAlgorithm`` (template method ``_update_with_batch``), and training is
+``algorithm.run_training(OffPolicyTrainerParams(...))`` over a ``Collector``, a
+``DummyVectorEnv`` and a ``VectorReplayBuffer``.
+
+Entry points: :func:`train_maddpg` returns a :class:`MADDPGLearner` with
+:meth:`~MADDPGLearner.greedy_joint_action` and :meth:`~MADDPGLearner.action_probs`;
+:func:`matrix_game_trial` runs one trial of the paper's matrix-game protocol and returns
+``{"seed", "greedy_joint_action", "action_probs", "is_se"}``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pettingzoo.utils.env import ParallelEnv
+from tianshou.algorithm.algorithm_base import (
+    LaggedNetworkPolyakUpdateAlgorithmMixin,
+    OffPolicyAlgorithm,
+    Policy,
+    TrainingStats,
+)
+from tianshou.algorithm.optim import AdamOptimizerFactory
+from tianshou.data import Batch, Collector, VectorReplayBuffer
+from tianshou.env import DummyVectorEnv
+from tianshou.trainer import OffPolicyTrainerParams
+from torch import nn
+
+from agents.adapter import JointStepEnv
+from agents.spec import JointSpec
+
+__all__ = [
+    "MADDPG",
+    "MADDPGConfig",
+    "MADDPGLearner",
+    "MADDPGPolicy",
+    "MADDPGTrainingStats",
+    "build_maddpg",
+    "gumbel_softmax_st",
+    "matrix_game_trial",
+    "train_maddpg",
+]
+
+
+@dataclass(kw_only=True)
+class MADDPGConfig:
+    """Every setting of the MADDPG baseline (defaults: the repeated matrix games)."""
+
+    hidden_size: int = 64
+    """Width of the two hidden layers of every actor and critic."""
+    lr: float = 1e-3
+    """Adam learning rate of actors and critics."""
+    tau: float = 0.01
+    """Soft-update rate of the target networks: target <- tau * online + (1 - tau) * target."""
+    gamma: float = 0.95
+    """Discount factor."""
+    batch_size: int = 256
+    """Transitions (time steps) per gradient step."""
+    gumbel_temperature: float = 1.0
+    """Temperature of the Gumbel-softmax relaxation in the actor and target-action samples."""
+    buffer_size: int = 100_000
+    """Replay buffer capacity in time steps."""
+    warmup_steps: int = 500
+    """Time steps of uniformly random joint actions collected before learning starts."""
+    steps_per_collect: int = 50
+    """Time steps collected between two rounds of gradient steps."""
+    gradient_steps_per_step: float = 0.1
+    """Gradient steps per collected time step (0.1: one gradient step every 10 time steps)."""
+    logit_penalty: float = 1e-3
+    """Weight of the mean squared actor logits in the actor loss; keeps the logits bounded
+    (as in the reference implementation of MADDPG)."""
+    max_grad_norm: float | None = 0.5
+    """Gradient-norm clipping of all actors together and all critics together (None: off)."""
+    n_envs: int = 5
+    """Parallel environments in the ``DummyVectorEnv``."""
+    torch_threads: int | None = 1
+    """``torch.set_num_threads`` during training (None: leave it). The networks are tiny, so
+    one thread is about 3x faster than two on a 2-core machine (thread hand-off dominates)."""
+
+    def __post_init__(self) -> None:
+        positive = {
+            "hidden_size": self.hidden_size, "lr": self.lr, "batch_size": self.batch_size,
+            "gumbel_temperature": self.gumbel_temperature, "buffer_size": self.buffer_size,
+            "steps_per_collect": self.steps_per_collect,
+            "gradient_steps_per_step": self.gradient_steps_per_step, "n_envs": self.n_envs,
+            "torch_threads": 1 if self.torch_threads is None else self.torch_threads,
+        }
+        for name, value in positive.items():
+            if not value > 0:
+                raise ValueError(f"MADDPGConfig.{name}={value!r} must be positive")
+        if not 0.0 < self.tau <= 1.0:
+            raise ValueError(f"MADDPGConfig.tau={self.tau!r} must lie in (0, 1]")
+        if not 0.0 <= self.gamma <= 1.0:
+            raise ValueError(f"MADDPGConfig.gamma={self.gamma!r} must lie in [0, 1]")
+        if self.warmup_steps < 0 or self.logit_penalty < 0:
+            raise ValueError(
+                f"MADDPGConfig.warmup_steps={self.warmup_steps!r} and "
+                f"logit_penalty={self.logit_penalty!r} must not be negative"
+            )
+        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
+            raise ValueError(f"MADDPGConfig.max_grad_norm={self.max_grad_norm!r} must be positive or None")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form, for logs and result files."""
+        return asdict(self)
+
+
+def gumbel_softmax_st(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Straight-through Gumbel-softmax sample: one-hot forward, softmax gradient backward.
+
+    Args:
+        logits: (..., n_actions) unnormalised log-probabilities.
+        temperature: softmax temperature of the relaxation (> 0).
+
+    Returns:
+        (..., n_actions) one-hot rows; ``argmax`` of a row is a sample of
+        ``Categorical(logits=logits)`` (the Gumbel-max trick, whatever the temperature).
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature={temperature!r} must be positive")
+    # Gumbel(0, 1) noise as -log(Exponential(1)), which never takes log(0).
+    gumbel = -torch.empty_like(logits).exponential_().log()  # (..., A)
+    soft = F.softmax((logits + gumbel) / temperature, dim=-1)  # (..., A)
+    hard = F.one_hot(soft.argmax(dim=-1), logits.shape[-1]).to(soft.dtype)  # (..., A)
+    return hard - soft.detach() + soft
+
+
+def _mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(n_in, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                         nn.Linear(hidden, n_out))
+
+
+def _obs_tensor(obs: Any) -> torch.Tensor:
+    """(B, n_agents, obs_dim) float32 base observations from an adapter observation batch."""
+    raw = obs["obs"] if isinstance(obs, dict) else obs.obs
+    return torch.as_tensor(np.asarray(raw), dtype=torch.float32)
+
+
+class MADDPGPolicy(Policy):
+    """The decentralised actors; samples joint actions while training, else acts greedily.
+
+    Args:
+        spec: sizes of the game (from the adapter).
+        config: hyperparameters (``hidden_size``).
+        action_space: the adapter's joint action space (MultiDiscrete).
+        observation_space: the adapter's observation space.
+    """
+
+    def __init__(self, *, spec: JointSpec, config: MADDPGConfig, action_space: gym.Space,
+                 observation_space: gym.Space | None = None) -> None:
+        if spec.action_kind != "discrete":
+            raise TypeError(
+                f"this MADDPG handles Discrete action spaces only; the game has {spec.action_kind!r} actions"
+            )
+        super().__init__(action_space=action_space, observation_space=observation_space,
+                         action_scaling=False, action_bound_method=None)
+        self.spec = spec
+        self.actors = nn.ModuleList(
+            _mlp(spec.obs_dim, config.hidden_size, size) for size in spec.action_sizes
+        )
+
+    def logits(self, obs: torch.Tensor) -> list[torch.Tensor]:
+        """Per agent k: (B, action_sizes[k]) logits from obs (B, n_agents, obs_dim)."""
+        return [actor(obs[:, k]) for k, actor in enumerate(self.actors)]
+
+    def forward(self, batch: Any, state: Any = None, **kwargs: Any) -> Batch:
+        """Joint action (B, n_agents): a sample of each actor's softmax while inside a training
+        step (this is the hard Gumbel-softmax sample), the most probable action otherwise."""
+        obs = _obs_tensor(batch.obs)  # (B, n, d)
+        with torch.no_grad():
+            logits = self.logits(obs)
+            if self.is_within_training_step:
+                act = [torch.distributions.Categorical(logits=lg).sample() for lg in logits]
+            else:
+                act = [lg.argmax(dim=-1) for lg in logits]
+        return Batch(act=torch.stack(act, dim=1).numpy(), state=state)  # (B, n)
+
+
+@dataclass(kw_only=True)
+class MADDPGTrainingStats(TrainingStats):
+    """Losses of one gradient step, summed over the agents."""
+
+    critic_loss: float
+    actor_loss: float
+
+
+class MADDPG(OffPolicyAlgorithm[MADDPGPolicy], LaggedNetworkPolyakUpdateAlgorithmMixin):
+    """Centralised critics, target networks and the MADDPG update (module docstring).
+
+    Args:
+        policy: the actors.
+        config: hyperparameters.
+    """
+
+    def __init__(self, *, policy: MADDPGPolicy, config: MADDPGConfig) -> None:
+        super().__init__(policy=policy)
+        LaggedNetworkPolyakUpdateAlgorithmMixin.__init__(self, tau=config.tau)
+        spec = policy.spec
+        self.config = config
+        self.spec = spec
+        joint_in = spec.n_agents * spec.obs_dim + sum(spec.action_sizes)
+        self.critics = nn.ModuleList(_mlp(joint_in, config.hidden_size, 1) for _ in range(spec.n_agents))
+        self.actors_old = [self._add_lagged_network(a) for a in policy.actors]
+        self.critics_old = [self._add_lagged_network(c) for c in self.critics]
+        self.actor_optim = self._create_optimizer(
+            policy.actors, AdamOptimizerFactory(lr=config.lr), max_grad_norm=config.max_grad_norm)
+        self.critic_optim = self._create_optimizer(
+            self.critics, AdamOptimizerFactory(lr=config.lr), max_grad_norm=config.max_grad_norm)
+
+    def one_hot_joint(self, act: torch.Tensor) -> torch.Tensor:
+        """(B, sum(action_sizes)) concatenated one-hots of a joint action act (B, n_agents) long."""
+        return torch.cat([F.one_hot(act[:, k], size).float()
+                          for k, size in enumerate(self.spec.action_sizes)], dim=1)
+
+    def critic_loss(self, batch: Any) -> torch.Tensor:
+        """Sum over agents of the mean squared TD error of Q_i on ``batch``."""
+        obs, obs_next = _obs_tensor(batch.obs), _obs_tensor(batch.obs_next)  # (B, n, d)
+        n, size = self.spec.n_agents, obs.shape[0]
+        act = torch.as_tensor(np.asarray(batch.act), dtype=torch.long)  # (B, n)
+        rew = torch.as_tensor(np.asarray(batch.rew), dtype=torch.float32).reshape(size, n)  # (B, n)
+        terminated = _per_agent_flags(batch, "terminated", size, n)  # (B, n)
+        # Agents that did not act in this time step (dead) carry no TD error.
+        acted = torch.as_tensor(np.asarray(batch.obs.alive), dtype=torch.float32)  # (B, n)
+        s, s_next = obs.reshape(size, -1), obs_next.reshape(size, -1)  # (B, n * d)
+        with torch.no_grad():
+            a_next = torch.cat([gumbel_softmax_st(actor(obs_next[:, k]), self.config.gumbel_temperature)
+                                for k, actor in enumerate(self.actors_old)], dim=1)  # (B, sum A)
+            q_next = torch.cat([c(torch.cat([s_next, a_next], 1)) for c in self.critics_old], 1)  # (B, n)
+            target = rew + self.config.gamma * (1.0 - terminated) * q_next  # (B, n)
+        sa = torch.cat([s, self.one_hot_joint(act)], dim=1)  # (B, n * d + sum A)
+        q = torch.cat([c(sa) for c in self.critics], dim=1)  # (B, n)
+        return (((q - target) ** 2) * acted).mean(dim=0).sum()
+
+    def actor_loss(self, batch: Any) -> torch.Tensor:
+        """Sum over agents of -Q_i(s, a_i ~ mu_i, a_{-i} from the batch), plus the logit penalty."""
+        obs = _obs_tensor(batch.obs)  # (B, n, d)
+        size = obs.shape[0]
+        s = obs.reshape(size, -1)  # (B, n * d)
+        acted = torch.as_tensor(np.asarray(batch.obs.alive), dtype=torch.float32)  # (B, n)
+        buffer_joint = self.one_hot_joint(torch.as_tensor(np.asarray(batch.act), dtype=torch.long))
+        starts = np.cumsum((0, *self.spec.action_sizes))
+        loss = torch.zeros(())
+        for k, logits in enumerate(self.policy.logits(obs)):  # logits: (B, A_k)
+            a_k = gumbel_softmax_st(logits, self.config.gumbel_temperature)  # (B, A_k), differentiable
+            joint = torch.cat([buffer_joint[:, : starts[k]], a_k, buffer_joint[:, starts[k + 1]:]], 1)
+            q_k = self.critics[k](torch.cat([s, joint], dim=1)).squeeze(1)  # (B,)
+            loss = loss - (q_k * acted[:, k]).mean() + self.config.logit_penalty * logits.pow(2).mean()
+        return loss
+
+    def _update_with_batch(self, batch: Any) -> MADDPGTrainingStats:
+        critic_loss = self.critic_loss(batch)
+        self.critic_optim.step(critic_loss)
+        actor_loss = self.actor_loss(batch)
+        # The actor loss also leaves gradients on the critics; the critic optimiser zeroes them
+        # before its next backward pass, so they never reach a critic update.
+        self.actor_optim.step(actor_loss)
+        self._update_lagged_network_weights()
+        return MADDPGTrainingStats(critic_loss=float(critic_loss.item()), actor_loss=float(actor_loss.item()))
+
+
+def _per_agent_flags(batch: Any, key: str, size: int, n: int) -> torch.Tensor:
+    """(B, n) float per-agent flags from the adapter's infos, else the env-level flag broadcast."""
+    info = getattr(batch, "info", None)
+    if info is not None and key in info.get_keys() and np.asarray(info[key]).shape == (size, n):
+        return torch.as_tensor(np.asarray(info[key]), dtype=torch.float32)
+    flag = torch.as_tensor(np.asarray(getattr(batch, key)), dtype=torch.float32).reshape(size, 1)
+    return flag.expand(size, n)
+
+
+@dataclass
+class MADDPGLearner:
+    """A MADDPG agent: actors (``policy``), critics and optimisers (``algorithm``)."""
+
+    spec: JointSpec
+    config: MADDPGConfig
+    policy: MADDPGPolicy
+    algorithm: MADDPG
+    first_obs: dict[str, np.ndarray]
+    """The adapter observation after ``reset`` (the constant observation of a matrix game)."""
+
+    def action_probs(self, obs: dict[str, np.ndarray] | None = None) -> np.ndarray:
+        """(n_agents, max_action_size) softmax of each actor at ``obs`` (default: ``first_obs``);
+        entries beyond an agent's action count are 0."""
+        o = _obs_tensor(obs if obs is not None else self.first_obs).unsqueeze(0)  # (1, n, d)
+        probs = np.zeros((self.spec.n_agents, self.spec.max_action_size))
+        with torch.no_grad():
+            for k, logits in enumerate(self.policy.logits(o)):  # (1, A_k)
+                probs[k, : logits.shape[1]] = F.softmax(logits, dim=-1)[0].numpy()
+        return probs
+
+    def greedy_joint_action(self, obs: dict[str, np.ndarray] | None = None) -> tuple[int, ...]:
+        """Each agent's most probable action at ``obs`` (default: ``first_obs``), counted from 0."""
+        probs = self.action_probs(obs)
+        return tuple(int(np.argmax(probs[k, :size])) for k, size in enumerate(self.spec.action_sizes))
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch so that a run is reproducible."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_maddpg(*, env: JointStepEnv, config: MADDPGConfig) -> MADDPGLearner:
+    """Actors, critics and optimisers for the game that ``env`` plays (weights from torch's RNG)."""
+    spec = env.joint_spec
+    policy = MADDPGPolicy(spec=spec, config=config, action_space=env.action_space,
+                          observation_space=env.observation_space)
+    algorithm = MADDPG(policy=policy, config=config)
+    first_obs, _ = env.reset(seed=0)
+    return MADDPGLearner(spec=spec, config=config, policy=policy, algorithm=algorithm, first_obs=first_obs)
+
+
+def train_maddpg(env_factory: Callable[[], ParallelEnv], *, config: MADDPGConfig, steps: int,
+                 seed: int) -> MADDPGLearner:
+    """Train MADDPG for about ``steps`` time steps (joint environment steps, summed over envs).
+
+    Args:
+        env_factory: makes a fresh PettingZoo ParallelEnv (one per vector-env worker).
+        config: hyperparameters.
+        steps: time steps in total, ``config.warmup_steps`` random ones included; rounded up to
+            a multiple of ``config.steps_per_collect``.
+        seed: seeds Python, NumPy, torch, the environments and their action spaces; the same
+            seed gives the same result.
+    """
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps <= config.warmup_steps:
+        raise ValueError(
+            f"steps={steps!r} must be an integer larger than config.warmup_steps={config.warmup_steps}"
+        )
+    seed_everything(seed)
+    if config.torch_threads is not None:
+        torch.set_num_threads(config.torch_threads)
+
+    def make(index: int) -> Callable[[], JointStepEnv]:
+        def factory() -> JointStepEnv:
+            env = JointStepEnv(env=env_factory())
+            env.action_space.seed(seed * 1000 + index)  # the warm-up samples from it
+            return env
+        return factory
+
+    probe = make(0)()
+    learner = build_maddpg(env=probe, config=config)
+    venv = DummyVectorEnv([make(i) for i in range(config.n_envs)])
+    venv.seed([seed * 1000 + i for i in range(config.n_envs)])
+    buffer = VectorReplayBuffer(config.buffer_size, config.n_envs)
+    collector: Collector[Any] = Collector(learner.policy, venv, buffer)
+    collector.reset()
+    if config.warmup_steps > 0:
+        with _quiet_stats():
+            collector.collect(n_step=config.warmup_steps, random=True)
+    params = OffPolicyTrainerParams(
+        training_collector=collector,
+        max_epochs=1,
+        epoch_num_steps=steps - config.warmup_steps,
+        collection_step_num_env_steps=config.steps_per_collect,
+        batch_size=config.batch_size,
+        update_step_num_gradient_steps_per_sample=config.gradient_steps_per_step,
+        test_collector=None,
+        multi_agent_return_reduction=_mean_over_agents,
+        verbose=False,
+        show_progress=False,
+    )
+    # Tianshou's collector logs a warning per episode because our returns are per agent
+    # (episodes, n_agents); the reduction above already handles them, so silence it here.
+    try:
+        with _quiet_stats():
+            learner.algorithm.run_training(params)
+    finally:
+        venv.close()
+    return learner
+
+
+@contextlib.contextmanager
+def _quiet_stats() -> Iterator[None]:
+    """Silence ``tianshou.data.stats`` warnings about 2-D return arrays, then restore its level."""
+    stats_log = logging.getLogger("tianshou.data.stats")
+    level = stats_log.level
+    stats_log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        stats_log.setLevel(level)
+
+
+def _mean_over_agents(returns: np.ndarray) -> np.ndarray:
+    """Tianshou logs one return per episode; ours are (episodes, n_agents)."""
+    returns = np.asarray(returns, dtype=float)
+    return returns.mean(axis=-1) if returns.ndim > 1 else returns
+
+
+def matrix_game_trial(env_factory: Callable[[], ParallelEnv], *, config: MADDPGConfig, steps: int,
+                      seed: int) -> dict[str, Any]:
+    """One trial of the matrix-game protocol: train, then read off the greedy joint action.
+
+    ``env_factory`` must make an :class:`envs.matrix.MatrixGame` (its ``payoffs`` give the
+    Stackelberg equilibrium, leader ``agent_0``).
+
+    Returns:
+        ``{"seed", "greedy_joint_action" (list of int), "action_probs" (n_agents lists),
+        "is_se" (bool)}``.
+    """
+    from envs.matrix import stackelberg_equilibrium
+
+    payoffs = getattr(env_factory(), "payoffs", None)
+    if payoffs is None:
+        raise TypeError("matrix_game_trial needs an env_factory that makes an envs.matrix.MatrixGame")
+    se_joint, _ = stackelberg_equilibrium(payoffs)
+    learner = train_maddpg(env_factory, config=config, steps=steps, seed=seed)
+    joint = learner.greedy_joint_action()
+    return {
+        "seed": seed,
+        "greedy_joint_action": list(joint),
+        "action_probs": learner.action_probs().tolist(),
+        "is_se": tuple(joint) == tuple(se_joint),
+    }
