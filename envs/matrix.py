@@ -56,6 +56,11 @@ __all__ = [
 ]
 
 
+def _index(*parts: int | slice) -> tuple[Any, ...]:
+    """An index tuple into a payoff table (typed loosely: numpy's stubs reject mixed tuples)."""
+    return parts
+
+
 def _checked_payoffs(payoffs: Any) -> np.ndarray:
     """``payoffs`` as a float64 array, or a ValueError that says what is wrong with it."""
     try:
@@ -129,7 +134,7 @@ def stackelberg_equilibrium(
     def solve(position: int, chosen: dict[int, int]) -> tuple[tuple[int, ...], np.ndarray]:
         if position == n_agents:
             joint = tuple(chosen[i] for i in range(n_agents))
-            return joint, table[(slice(None), *joint)]
+            return joint, table[_index(slice(None), *joint)]
         agent = order_list[position]
         superiors = order_list[:position]
         best: tuple[tuple[int, ...], np.ndarray] | None = None
@@ -154,7 +159,7 @@ def pure_nash_equilibria(payoffs: Any) -> list[tuple[int, ...]]:
     for joint in itertools.product(*(range(size) for size in table.shape[1:])):
         stable = True
         for i in range(n_agents):
-            deviations = table[(i, *joint[:i], slice(None), *joint[i + 1 :])]
+            deviations = table[_index(i, *joint[:i], slice(None), *joint[i + 1 :])]
             if deviations.max() > table[(i, *joint)]:
                 stable = False
                 break
@@ -220,7 +225,7 @@ class MatrixGame(ParallelEnv):  # type: ignore[misc]
             if not space.contains(action):
                 raise ValueError(f"action {action!r} of {agent!r} is not in {space}")
             joint.append(int(action))
-        rewards_vec = self.payoffs[(slice(None), *joint)]
+        rewards_vec = self.payoffs[_index(slice(None), *joint)]
         self._t += 1
         self._last = (tuple(joint), rewards_vec)
         done = self._t >= self.episode_length
