@@ -70,6 +70,7 @@ def make(env_id: str, **kwargs: Any) -> ParallelEnv:
 register("matrix/penalty-v0", "envs.matrix:make_penalty", k=-100.0)
 register("matrix/mixing-v0", "envs.matrix:make_mixing")
 register("matrix/climbing-v0", "envs.matrix:make_climbing")
+register("continuous/quadratic-v0", "envs.continuous:QuadraticGame")
 
 for _split in ("2x3", "3x2", "6x1"):
     register(f"mamujoco/HalfCheetah-{_split}-v0", "envs.mamujoco:MaMuJoCoEnv", extra="mujoco",
