@@ -12,6 +12,8 @@ writes:
 
     python examples/reproduce_matrix.py                               # the paper's protocol
     python examples/reproduce_matrix.py --trials 10 --algos step mappo   # a quicker look
+    python examples/reproduce_matrix.py --from-json a/matrix_results.json b/matrix_results.json \
+        --out docs/matrix            # tables and figure of earlier runs, merged, nothing trained
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class Args:
     seed: int = 0
     out: str = "results/matrix"
     settings: list[str] = field(default_factory=lambda: ["mixing", *(f"penalty{k:g}" for k in PENALTY_KS)])
+    from_json: list[str] = field(default_factory=list)
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
@@ -62,7 +65,12 @@ def parse_args(argv: list[str] | None = None) -> Args:
     parser.add_argument("--out", default=defaults.out, help="output directory")
     parser.add_argument("--settings", nargs="+", default=defaults.settings,
                         help="'mixing' and/or 'penalty<k>' such as penalty-100")
+    parser.add_argument("--from-json", nargs="+", default=[], metavar="FILE",
+                        help="merge the trials of earlier runs' matrix_results.json instead of training")
     ns = parser.parse_args(argv)
+    for path in ns.from_json:
+        if not Path(path).is_file():
+            parser.error(f"--from-json: no file {path!r}")
     for name in ("trials", "steps", "workers"):
         if getattr(ns, name) <= 0:
             parser.error(f"--{name} must be positive, got {getattr(ns, name)}")
@@ -188,11 +196,8 @@ def plot_penalty(shares: dict[str, dict[str, dict[str, float]]], path: Path) -> 
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Run everything and write the JSON, markdown and PNG outputs."""
-    args = parse_args(argv)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+def train_all(args: Args) -> tuple[list[dict[str, Any]], float]:
+    """Run every (algorithm, setting, seed) job over ``args.workers`` processes."""
     jobs = [(algo, setting, args.steps, args.seed + i)
             for algo in args.algos for setting in args.settings for i in range(args.trials)]
     from tqdm import tqdm
@@ -202,20 +207,49 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         for record in tqdm(pool.map(run_trial, jobs), total=len(jobs), desc="trials"):
             records.append(record)
-    minutes = (time.perf_counter() - start) / 60.0
+    return records, (time.perf_counter() - start) / 60.0
+
+
+def load_runs(paths: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
+    """The trial records and commands of earlier runs' JSON files."""
+    records: list[dict[str, Any]] = []
+    commands = []
+    for path in paths:
+        data = json.loads(Path(path).read_text())
+        commands.append(f"`{data['command']}` ({data['trials']} trials of {data['steps']} steps, "
+                        f"{data['minutes']:.1f} min)")
+        for per_setting in data["results"].values():
+            for trials in per_setting.values():
+                records.extend(trials)
+    return records, commands
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run everything (or merge earlier runs) and write the JSON, markdown and PNG outputs."""
+    args = parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    command = "python examples/reproduce_matrix.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    if args.from_json:
+        records, commands = load_runs(args.from_json)
+        minutes = 0.0
+        settings = list(dict.fromkeys(r["setting"] for r in records))
+    else:
+        records, minutes = train_all(args)
+        commands = [f"`{command.strip()}` ({args.trials} trials of {args.steps} steps, {minutes:.1f} min)"]
+        settings = args.settings
 
     results: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for record in records:
         results.setdefault(record["algo"], {}).setdefault(record["setting"], []).append(record)
     shares = penalty_outcomes(results)
-    command = "python examples/reproduce_matrix.py " + " ".join(argv if argv is not None else sys.argv[1:])
     summary = {"command": command.strip(), "minutes": minutes, "trials": args.trials, "steps": args.steps,
                "results": results, "penalty_outcomes": shares}
     (out / "matrix_results.json").write_text(json.dumps(summary, indent=1))
     markdown = "\n\n".join([
-        f"Command: `{summary['command']}` ({args.trials} trials of {args.steps} steps, {minutes:.1f} min)",
+        "Made by " + "; ".join(commands),
         "SE rate (greedy joint action = Stackelberg equilibrium; trials in parentheses):\n\n"
-        + se_rate_table(results, args.settings),
+        + se_rate_table(results, settings),
         "Mixing, as in Table 1 (mean (std) over trials of each action's probability in %, and the "
         "payoffs of the greedy joint action):\n\n" + table1(results),
         "Penalty outcomes, as in Figure 5 (share of trials per greedy joint action):\n\n"
