@@ -190,7 +190,7 @@ def plot_penalty(shares: dict[str, dict[str, dict[str, float]]], path: Path) -> 
     ax.set_ylim(0, 1.25)
     ax.set_ylabel("share of trials")
     ax.set_title("Penalty: greedy joint action after training")
-    ax.legend(loc="upper right", fontsize=7, ncol=4)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), fontsize=8, ncol=4, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
