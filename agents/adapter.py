@@ -9,22 +9,26 @@ agent's position in ``possible_agents``:
 ===============  ==============================  ===========================================
 field            shape / dtype                   meaning
 ===============  ==============================  ===========================================
-obs["obs"]       (n_agents, obs_dim) float32     base observations, flattened, zero-padded;
+obs              (n_agents, obs_dim + 3) float32 one row per agent; columns:
+obs[:, :-3]      (n_agents, obs_dim)             base observations, flattened, zero-padded;
                                                  zeros for agents that are gone
-obs["alive"]     (n_agents,) float32             1.0 for the agents that act in this time step
-obs["present"]   (n_agents,) float32             alive, or truncated in the step that led here
+obs[:, ALIVE]    (n_agents,)  (column -3)        1.0 for the agents that act in this time step
+obs[:, PRESENT]  (n_agents,)  (column -2)        alive, or truncated in the step that led here
                                                  (their observation is valid for bootstrapping)
-obs["order"]     (n_agents,) int64               agent indices: the living agents in this
-                                                 time step's priority order, then the agents
-                                                 just truncated (in their last order), then
-                                                 the rest
+obs[:, POSITION] (n_agents,)  (column -1)        the agent's priority position (a permutation
+                                                 of 0..n-1): the living agents in this time
+                                                 step's priority order, then the agents just
+                                                 truncated (in their last order), then the rest
 action           (n_agents,) int (MultiDiscrete)  the joint action, counted from 0 per agent;
                  or (n_agents, max_dim) float     entries of agents that do not act are ignored
 reward           (n_agents,) float               each agent's ``_cumulative_rewards`` after
                                                  the time step (its reward for this step)
-info             "terminated", "truncated",      per-agent flags of this step, and who acted
-                 "alive" (n_agents,) bool
+info["flags"]    (n_agents, 3) bool              per-agent flags of this step; columns
+                                                 TERMINATED, TRUNCATED, ACTED (who acted)
 ===============  ==============================  ===========================================
+
+One array per field keeps Tianshou's ``Batch`` handling (stacking, buffer writes) cheap;
+:func:`unpack_observation` and :func:`unpack_info` give the named views.
 
 The priority cycle runs in the order the wrapper chose (``current_order``); dead agents are
 stepped with ``None`` the PettingZoo way right after the time step in which they died. The
@@ -45,8 +49,35 @@ from pettingzoo.utils.env import ParallelEnv
 import stmg
 from agents.spec import JointSpec
 
+ALIVE, PRESENT, POSITION = -3, -2, -1
+"""Columns of the adapter observation after the base observation (module docstring)."""
+EXTRA_COLUMNS = 3
+"""Number of columns after the base observation."""
+TERMINATED, TRUNCATED, ACTED = 0, 1, 2
+"""Columns of ``info["flags"]``."""
 
-class JointStepEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
+
+def unpack_observation(obs: np.ndarray) -> dict[str, np.ndarray]:
+    """Named views of an adapter observation (or a stacked batch of them, shape (..., n, d + 3)).
+
+    Returns ``obs`` (base observations), ``alive`` and ``present`` (float32), ``position``
+    (int64, each agent's priority position) and ``order`` (int64, agent indices in priority
+    order, the inverse permutation of ``position``).
+    """
+    obs = np.asarray(obs)
+    position = obs[..., POSITION].astype(np.int64)
+    return {"obs": obs[..., :-EXTRA_COLUMNS], "alive": obs[..., ALIVE], "present": obs[..., PRESENT],
+            "position": position, "order": np.argsort(position, axis=-1, kind="stable")}
+
+
+def unpack_info(info: Any) -> dict[str, np.ndarray]:
+    """``terminated``, ``truncated`` and ``alive`` (who acted) bool arrays from an adapter info."""
+    flags = np.asarray(info["flags"], bool)
+    return {"terminated": flags[..., TERMINATED], "truncated": flags[..., TRUNCATED],
+            "alive": flags[..., ACTED]}
+
+
+class JointStepEnv(gym.Env[np.ndarray, np.ndarray]):
     """A PettingZoo ParallelEnv played as an STMG, one time step per ``step`` (module docstring).
 
     Args:
@@ -70,12 +101,13 @@ class JointStepEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         n = spec.n_agents
         self._index = {a: k for k, a in enumerate(spec.possible_agents)}
         self._base_spaces = self.game.encoder.base_spaces
-        self.observation_space = spaces.Dict({  # type: ignore[assignment]
-            "obs": spaces.Box(-np.inf, np.inf, (n, spec.obs_dim), np.float32),
-            "alive": spaces.Box(0.0, 1.0, (n,), np.float32),
-            "present": spaces.Box(0.0, 1.0, (n,), np.float32),
-            "order": spaces.Box(0, n - 1, (n,), np.int64),
-        })
+        width = spec.obs_dim + EXTRA_COLUMNS
+        low = np.full((n, width), -np.inf, np.float32)
+        high = np.full((n, width), np.inf, np.float32)
+        low[:, -EXTRA_COLUMNS:] = 0.0
+        high[:, [ALIVE, PRESENT]] = 1.0
+        high[:, POSITION] = n - 1
+        self.observation_space = spaces.Box(low, high, dtype=np.float32)  # type: ignore[assignment]
         if spec.action_kind == "discrete":
             self.action_space = spaces.MultiDiscrete(np.array(spec.action_sizes, dtype=np.int64))
         else:
@@ -87,6 +119,7 @@ class JointStepEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
                 high[k, : spec.action_sizes[k]] = spec.action_high[k]
             self.action_space = spaces.Box(low, high, dtype=np.float32)
         self._act_spaces = [self.game.action_space(a) for a in spec.possible_agents]
+        self._extra_obs: dict[str, np.ndarray] = {}
 
     @property
     def joint_spec(self) -> JointSpec:
@@ -99,27 +132,36 @@ class JointStepEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         flat = np.asarray(spaces.flatten(self._base_spaces[agent], raw))
         return flat.astype(np.float32, copy=False)
 
-    def _observation(self, present_extra: Sequence[str], last_order: Sequence[str]) -> dict[str, np.ndarray]:
-        spec = self.spec_
+    def _observation(self, last_order: Sequence[str]) -> np.ndarray:
+        """The observation after a time step; ``self._extra_obs`` holds the just-truncated agents."""
+        spec, index = self.spec_, self._index
         n = spec.n_agents
-        obs = np.zeros((n, spec.obs_dim), np.float32)
-        alive = np.zeros(n, np.float32)
-        present = np.zeros(n, np.float32)
-        living = list(self.game.current_order) if self.game.agents else []
-        extra = [a for a in last_order if a in set(present_extra)]
+        out = np.zeros((n, spec.obs_dim + EXTRA_COLUMNS), np.float32)
+        out[:, POSITION] = -1.0  # not yet placed
+        position = 0
+        living = self.game.current_order if self.game.agents else ()
         for a in living:
-            k = self._index[a]
+            k = index[a]
             flat = self._base_obs(a)
-            obs[k, : flat.shape[0]] = flat
-            alive[k] = present[k] = 1.0
-        for a, flat in self._extra_obs.items():
-            k = self._index[a]
-            obs[k, : flat.shape[0]] = flat
-            present[k] = 1.0
-        listed = living + extra
-        rest = [a for a in spec.possible_agents if a not in set(listed)]
-        order = np.array([self._index[a] for a in listed + rest], dtype=np.int64)
-        return {"obs": obs, "alive": alive, "present": present, "order": order}
+            row = out[k]
+            row[: flat.shape[0]] = flat
+            row[ALIVE] = row[PRESENT] = 1.0
+            row[POSITION] = position
+            position += 1
+        extra = self._extra_obs
+        for a in last_order:  # the just-truncated agents, in their last order
+            flat_or_none = extra.get(a)
+            if flat_or_none is not None:
+                k = index[a]
+                row = out[k]
+                row[: flat_or_none.shape[0]] = flat_or_none
+                row[PRESENT] = 1.0
+                row[POSITION] = position
+                position += 1
+        if position < n:  # the rest, in index order
+            rest = np.flatnonzero(out[:, POSITION] < 0)
+            out[rest, POSITION] = np.arange(position, n, dtype=np.float32)
+        return out
 
     def _agent_action(self, k: int, action: np.ndarray) -> Any:
         spec = self.spec_
@@ -129,22 +171,18 @@ class JointStepEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         values = np.asarray(action[k, : spec.action_sizes[k]], dtype=np.float32)
         return np.clip(values, space.low.ravel(), space.high.ravel()).reshape(space.shape)  # type: ignore[attr-defined]
 
-    def _empty_info(self) -> dict[str, np.ndarray]:
-        n = self.spec_.n_agents
-        return {"terminated": np.zeros(n, bool), "truncated": np.zeros(n, bool), "alive": np.zeros(n, bool)}
-
     # --- gymnasium API -----------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
-              ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+              ) -> tuple[np.ndarray, dict[str, Any]]:
         """Reset the game; the observation shows the first time step's order."""
         super().reset(seed=seed)
         self.game.reset(seed=seed, options=options)
-        self._extra_obs: dict[str, np.ndarray] = {}
-        return self._observation((), ()), self._empty_info()
+        self._extra_obs = {}
+        return self._observation(()), {"flags": np.zeros((self.spec_.n_agents, 3), bool)}
 
-    def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray, bool, bool, dict[str, Any]]:
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool, bool, dict[str, Any]]:
         """Play one time step: every living agent acts once, in priority order."""
-        game, spec = self.game, self.spec_
+        game, spec, index = self.game, self.spec_, self._index
         if not game.agents:
             raise RuntimeError("step() called after the episode ended; call reset() first")
         action = np.asarray(action)
@@ -155,28 +193,28 @@ class JointStepEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
                     f"stmg selected {game.agent_selection!r} but the time step's order {order} "
                     f"expects {agent!r}"
                 )
-            game.step(self._agent_action(self._index[agent], action))
+            game.step(self._agent_action(index[agent], action))
         n = spec.n_agents
         reward = np.zeros(n, np.float64)
-        terminated = np.zeros(n, bool)
-        truncated = np.zeros(n, bool)
-        acted = np.zeros(n, bool)
+        flags = np.zeros((n, 3), bool)
+        just_truncated = []
+        rewards, terminations, truncations = game._cumulative_rewards, game.terminations, game.truncations
         for agent in order:
-            k = self._index[agent]
-            reward[k] = game._cumulative_rewards[agent]
-            terminated[k] = game.terminations[agent]
-            truncated[k] = game.truncations[agent] and not terminated[k]
-            acted[k] = True
+            k = index[agent]
+            reward[k] = rewards[agent]
+            term = bool(terminations[agent])
+            trunc = bool(truncations[agent]) and not term
+            flags[k] = (term, trunc, True)
+            if trunc:
+                just_truncated.append(agent)
         # Keep the last observation of agents truncated now: their value is bootstrapped from it.
-        just_truncated = [a for a in order if truncated[self._index[a]]]
         self._extra_obs = {a: self._base_obs(a) for a in just_truncated}
         # Dead agents are stepped with None before anything else can happen (PettingZoo).
         while game.agents and (game.terminations[str(game.agent_selection)]
                                or game.truncations[str(game.agent_selection)]):
             game.step(None)
-        obs = self._observation(just_truncated, order)
+        obs = self._observation(order)
         over = not game.agents
-        env_truncated = over and bool(truncated.any())
+        env_truncated = over and bool(just_truncated)
         env_terminated = over and not env_truncated
-        info = {"terminated": terminated, "truncated": truncated, "alive": acted}
-        return obs, reward, env_terminated, env_truncated, info
+        return obs, reward, env_terminated, env_truncated, {"flags": flags}

@@ -49,7 +49,7 @@ from tianshou.env import DummyVectorEnv
 from tianshou.trainer import OffPolicyTrainerParams
 from torch import nn
 
-from agents.adapter import JointStepEnv
+from agents.adapter import ALIVE, EXTRA_COLUMNS, JointStepEnv, unpack_info
 from agents.spec import JointSpec
 
 __all__ = [
@@ -155,8 +155,12 @@ def _mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
 
 def _obs_tensor(obs: Any) -> torch.Tensor:
     """(B, n_agents, obs_dim) float32 base observations from an adapter observation batch."""
-    raw = obs["obs"] if isinstance(obs, dict) else obs.obs
-    return torch.as_tensor(np.asarray(raw), dtype=torch.float32)
+    return torch.as_tensor(np.asarray(obs)[..., :-EXTRA_COLUMNS], dtype=torch.float32)
+
+
+def _acted(obs: Any) -> torch.Tensor:
+    """(B, n_agents) float32, 1.0 for the agents that act in the observed time step."""
+    return torch.as_tensor(np.asarray(obs)[..., ALIVE], dtype=torch.float32)
 
 
 class MADDPGPolicy(Policy):
@@ -243,7 +247,7 @@ class MADDPG(OffPolicyAlgorithm[MADDPGPolicy], LaggedNetworkPolyakUpdateAlgorith
         rew = torch.as_tensor(np.asarray(batch.rew), dtype=torch.float32).reshape(size, n)  # (B, n)
         terminated = _per_agent_flags(batch, "terminated", size, n)  # (B, n)
         # Agents that did not act in this time step (dead) carry no TD error.
-        acted = torch.as_tensor(np.asarray(batch.obs.alive), dtype=torch.float32)  # (B, n)
+        acted = _acted(batch.obs)  # (B, n)
         s, s_next = obs.reshape(size, -1), obs_next.reshape(size, -1)  # (B, n * d)
         with torch.no_grad():
             a_next = torch.cat([gumbel_softmax_st(actor(obs_next[:, k]), self.config.gumbel_temperature)
@@ -259,7 +263,7 @@ class MADDPG(OffPolicyAlgorithm[MADDPGPolicy], LaggedNetworkPolyakUpdateAlgorith
         obs = _obs_tensor(batch.obs)  # (B, n, d)
         size = obs.shape[0]
         s = obs.reshape(size, -1)  # (B, n * d)
-        acted = torch.as_tensor(np.asarray(batch.obs.alive), dtype=torch.float32)  # (B, n)
+        acted = _acted(batch.obs)  # (B, n)
         buffer_joint = self.one_hot_joint(torch.as_tensor(np.asarray(batch.act), dtype=torch.long))
         starts = np.cumsum((0, *self.spec.action_sizes))
         loss = torch.zeros(())
@@ -284,8 +288,8 @@ class MADDPG(OffPolicyAlgorithm[MADDPGPolicy], LaggedNetworkPolyakUpdateAlgorith
 def _per_agent_flags(batch: Any, key: str, size: int, n: int) -> torch.Tensor:
     """(B, n) float per-agent flags from the adapter's infos, else the env-level flag broadcast."""
     info = getattr(batch, "info", None)
-    if info is not None and key in info.get_keys() and np.asarray(info[key]).shape == (size, n):
-        return torch.as_tensor(np.asarray(info[key]), dtype=torch.float32)
+    if info is not None and "flags" in info.get_keys() and np.asarray(info.flags).shape == (size, n, 3):
+        return torch.as_tensor(unpack_info(info)[key], dtype=torch.float32)
     flag = torch.as_tensor(np.asarray(getattr(batch, key)), dtype=torch.float32).reshape(size, 1)
     return flag.expand(size, n)
 
@@ -298,10 +302,10 @@ class MADDPGLearner:
     config: MADDPGConfig
     policy: MADDPGPolicy
     algorithm: MADDPG
-    first_obs: dict[str, np.ndarray]
+    first_obs: np.ndarray
     """The adapter observation after ``reset`` (the constant observation of a matrix game)."""
 
-    def action_probs(self, obs: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    def action_probs(self, obs: np.ndarray | None = None) -> np.ndarray:
         """(n_agents, max_action_size) softmax of each actor at ``obs`` (default: ``first_obs``);
         entries beyond an agent's action count are 0."""
         o = _obs_tensor(obs if obs is not None else self.first_obs).unsqueeze(0)  # (1, n, d)
@@ -311,7 +315,7 @@ class MADDPGLearner:
                 probs[k, : logits.shape[1]] = F.softmax(logits, dim=-1)[0].numpy()
         return probs
 
-    def greedy_joint_action(self, obs: dict[str, np.ndarray] | None = None) -> tuple[int, ...]:
+    def greedy_joint_action(self, obs: np.ndarray | None = None) -> tuple[int, ...]:
         """Each agent's most probable action at ``obs`` (default: ``first_obs``), counted from 0."""
         probs = self.action_probs(obs)
         return tuple(int(np.argmax(probs[k, :size])) for k, size in enumerate(self.spec.action_sizes))

@@ -18,6 +18,7 @@ import torch
 from tianshou.algorithm.algorithm_base import Policy
 from tianshou.data import Batch
 
+from agents.adapter import ALIVE, EXTRA_COLUMNS, POSITION, PRESENT
 from agents.encoding import encode_joint_action, position_of
 from agents.model import MultiAgentActorCritic
 from agents.spec import JointSpec
@@ -38,15 +39,11 @@ class ChainResult:
 
 
 def batch_tensors(obs: Any, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(obs (B, n, d), alive (B, n), present (B, n), order (B, n) long) from an adapter obs batch."""
-    def get(key: str) -> Any:
-        return obs[key] if isinstance(obs, dict) else getattr(obs, key)
-
-    o = torch.as_tensor(np.asarray(get("obs")), dtype=torch.float32, device=device)
-    alive = torch.as_tensor(np.asarray(get("alive")), dtype=torch.float32, device=device)
-    present = torch.as_tensor(np.asarray(get("present")), dtype=torch.float32, device=device)
-    order = torch.as_tensor(np.asarray(get("order")), dtype=torch.long, device=device)
-    return o, alive, present, order
+    """(obs (B, n, d), alive (B, n), present (B, n), order (B, n) long) from a batch of adapter
+    observations, (B, n, d + 3) float32 (columns: see :mod:`agents.adapter`)."""
+    x = torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=device)
+    order = position_of(x[..., POSITION].long())  # the inverse permutation of the positions
+    return x[..., :-EXTRA_COLUMNS], x[..., ALIVE], x[..., PRESENT], order
 
 
 class STEPPolicy(Policy):

@@ -16,7 +16,7 @@ from pettingzoo.utils.env import ParallelEnv
 from tianshou.data import Collector, VectorReplayBuffer
 from tianshou.env import DummyVectorEnv
 
-from agents.adapter import JointStepEnv
+from agents.adapter import JointStepEnv, unpack_info, unpack_observation
 from agents.config import STEPConfig
 from agents.gae import per_agent_gae
 from agents.policy import ChainResult
@@ -69,16 +69,18 @@ JOINT = np.array([1, 0, 1])  # agent_0 -> 1, agent_1 -> 0, agent_2 -> 1
 
 def test_adapter_transitions_by_hand() -> None:
     env = JointStepEnv(env=DyingEnv(), order=ORDER)
-    obs, _ = env.reset(seed=0)
+    raw, _ = env.reset(seed=0)
+    assert raw.shape == (3, 2 + 3) and raw.dtype == np.float32
+    obs = unpack_observation(raw)
     assert obs["order"].tolist() == [2, 0, 1], "the priority order must be agent_2, agent_0, agent_1"
     assert obs["alive"].tolist() == [1, 1, 1]
     rewards, infos, dones = [], [], []
     observations = [obs]
     while True:
-        obs, rew, term, trunc, info = env.step(JOINT)
-        observations.append(obs)
+        raw, rew, term, trunc, info = env.step(JOINT)
+        observations.append(unpack_observation(raw))
         rewards.append(rew)
-        infos.append(info)
+        infos.append(unpack_info(info))
         dones.append((term, trunc))
         if term or trunc:
             break
@@ -93,6 +95,7 @@ def test_adapter_transitions_by_hand() -> None:
     assert observations[2]["order"].tolist() == [2, 0, 1]
     assert observations[4]["alive"].tolist() == [0, 0, 0]
     assert observations[4]["present"].tolist() == [1, 0, 1]
+    assert observations[4]["position"].tolist() == [1, 2, 0], "truncated agents keep their last order"
     np.testing.assert_array_equal(observations[4]["obs"], [[0, 4], [0, 0], [2, 4]])
     # The env received exactly the joint action, with the dead agent left out.
     received = env.game.parallel_env.received
@@ -144,7 +147,7 @@ def test_collector_buffer_and_advantages_by_hand() -> None:
     batch, indices = buffer.sample(0)
     assert batch.rew.shape == (4, 3), f"Tianshou must keep per-agent rewards, got {batch.rew.shape}"
     np.testing.assert_array_equal(batch.rew, [[2, 11, 22], [3, 12, 23], [4, 0, 24], [5, 0, 25]])
-    np.testing.assert_array_equal(batch.info.terminated[1], [False, True, False])
+    np.testing.assert_array_equal(unpack_info(batch.info)["terminated"][1], [False, True, False])
     batch = learner.algorithm._preprocess_batch(batch, buffer, indices)
     # Hand computation, gamma = lambda = 0.5 (gamma*lambda = 0.25), V_k(t) = (k+1) t:
     # agent_0: r = 2,3,4,5; V = 0,1,2,3; V' = 1,2,3,4 (truncated at the end: bootstrap 4)

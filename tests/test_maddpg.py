@@ -45,7 +45,7 @@ def test_shapes() -> None:
     torch.manual_seed(0)
     env = _penalty_env()
     learner = build_maddpg(env=env, config=MADDPGConfig())
-    obs = Batch(obs=Batch(**{k: np.stack([v] * 5) for k, v in learner.first_obs.items()}), info={})
+    obs = Batch(obs=np.stack([learner.first_obs] * 5), info={})
     out = learner.policy(obs)
     assert out.act.shape == (5, 2), f"joint action batch must be (B, n_agents), got {out.act.shape}"
     assert out.act.dtype.kind == "i" and out.act.min() >= 0 and out.act.max() < 3
