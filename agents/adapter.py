@@ -128,8 +128,12 @@ class JointStepEnv(gym.Env[np.ndarray, np.ndarray]):
 
     # --- helpers -----------------------------------------------------------------------------
     def _base_obs(self, agent: str) -> np.ndarray:
-        raw = self.game.observe(agent)["observation"]
-        flat = np.asarray(spaces.flatten(self._base_spaces[agent], raw))
+        raw = self.game.base_observation_of(agent)
+        space = self._base_spaces[agent]
+        if type(space) is spaces.Box:  # fast path: what spaces.flatten does for a Box
+            flat = np.array(raw, dtype=space.dtype).reshape(-1)
+        else:
+            flat = np.asarray(spaces.flatten(space, raw))
         return flat.astype(np.float32, copy=False)
 
     def _observation(self, last_order: Sequence[str]) -> np.ndarray:

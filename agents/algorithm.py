@@ -93,7 +93,7 @@ class STEPAlgorithm(OnPolicyAlgorithm[STEPPolicy]):
         cfg = self.config
         obs, alive, _, order = batch_tensors(batch.obs)
         obs_next, _, present_next, order_next = batch_tensors(batch.obs_next)
-        with torch.no_grad():
+        with torch.inference_mode():  # cheaper than no_grad; only .numpy() of the values is used
             # V^i at the next observation: its own value given superiors' actions sampled
             # from the current policy (the next step's actual actions are not in this row).
             next_value = self.policy.chain(obs_next, present_next, order_next, greedy=False).value

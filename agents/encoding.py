@@ -25,19 +25,18 @@ def encode_joint_action(spec: JointSpec, act: torch.Tensor) -> torch.Tensor:
         (B, n_agents, slot_size) float32: row k is agent k's action encoding, zero-padded
         (Box actions clipped to their bounds first, as the adapter does).
     """
-    batch = act.shape[0]
-    out = torch.zeros(batch, spec.n_agents, spec.slot_size, dtype=torch.float32, device=act.device)
     if spec.action_kind == "discrete":
         # One-hot over the slot width, then zero what lies beyond each agent's action count;
         # an index is always < its agent's count, so nothing is lost.
-        out = F.one_hot(act.long().clamp(min=0), spec.slot_size).float()  # (B, n, slot)
-    else:
-        # Encode what the environment receives: sampled Gaussian actions clipped to the
-        # bounds, exactly as the adapter clips them (stmg encodes the action it was given).
-        low, high = _bounds(spec, act.device)  # (n, max_action_size) each, 0 in padding
-        clipped = torch.maximum(torch.minimum(act.float(), high), low)
-        width = min(spec.slot_size, act.shape[-1])
-        out[..., :width] = clipped[..., :width]
+        return F.one_hot(act.long().clamp(min=0), spec.slot_size).float()  # (B, n, slot)
+    batch = act.shape[0]
+    out = torch.zeros(batch, spec.n_agents, spec.slot_size, dtype=torch.float32, device=act.device)
+    # Encode what the environment receives: sampled Gaussian actions clipped to the
+    # bounds, exactly as the adapter clips them (stmg encodes the action it was given).
+    low, high = _bounds(spec, act.device)  # (n, max_action_size) each, 0 in padding
+    clipped = torch.maximum(torch.minimum(act.float(), high), low)
+    width = min(spec.slot_size, act.shape[-1])
+    out[..., :width] = clipped[..., :width]
     return out
 
 

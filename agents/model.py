@@ -64,6 +64,11 @@ class MultiAgentActorCritic(nn.Module):
             members = 1 if self.variant is Variant.MAPPO else n
             self.log_std = nn.Parameter(torch.full((members, out), config.log_std_init))
 
+    def generated(self) -> torch.Tensor | None:
+        """STEP: the hypernetwork output for all priorities (see ``evaluate``); else None."""
+        actor = self.actor
+        return actor.generated() if isinstance(actor, NLevelPolicy) else None
+
     @property
     def uses_prior_actions(self) -> bool:
         """Whether an agent's action depends on its superiors' actions (STEP only)."""
@@ -79,6 +84,7 @@ class MultiAgentActorCritic(nn.Module):
         agent: torch.Tensor,
         priority: torch.Tensor,
         with_value: bool = True,
+        generated: torch.Tensor | None = None,
     ) -> tuple[MaskedDistribution, torch.Tensor | None]:
         """Policy distribution and value of a batch of (time step, agent) pairs.
 
@@ -90,6 +96,8 @@ class MultiAgentActorCritic(nn.Module):
             agent: (B,) long, the agent of each pair.
             priority: (B,) long, its priority position.
             with_value: also evaluate the critic.
+            generated: STEP only: the hypernetwork output for all priorities
+                (:meth:`NLevelPolicy.generated`), to reuse across calls; computed if None.
 
         Returns:
             The distribution over the agent's action and its (B,) value (or None).
@@ -102,7 +110,7 @@ class MultiAgentActorCritic(nn.Module):
             flat = stmg_inputs(spec, obs=obs, act_enc=act_enc, alive=alive, pos_of=pos_of,
                                agent=agent, priority=priority)  # (B, flat_size)
             state_input = flat[:, : spec.obs_dim + n * spec.slot_size + n]
-            out, log_std = self.actor(state_input, priority)
+            out, log_std = self.actor(state_input, priority, generated)
             if with_value:
                 value = self.critics(flat, agent).squeeze(-1)
         else:

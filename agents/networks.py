@@ -136,18 +136,21 @@ class NLevelPolicy(nn.Module):
         emb = self.priority_embedding.weight if priorities is None else self.priority_embedding(priorities)
         return self.hypernetwork(emb)
 
-    def forward(self, state_input: torch.Tensor, priority: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, state_input: torch.Tensor, priority: torch.Tensor,
+                generated: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Head outputs for a batch of subgame states.
 
         Args:
             state_input: (B, state_input_size) [base obs, prior actions, prior mask].
             priority: (B,) long priority positions.
+            generated: ``self.generated()`` if the caller already has it (the priority chain
+                computes it once for all positions); recomputed if None.
 
         Returns:
             (B, out_size) logits or means, and (B, out_size) log-stds (Gaussian) or None.
         """
         s = torch.tanh(self.state_embedding(state_input))  # (B, hidden): s^{i-1}
-        theta_all = self.generated()  # (n_priorities, n_generated), cheap: n rows
+        theta_all = self.generated() if generated is None else generated  # (n_priorities, n_generated)
         theta = theta_all[priority]  # (B, n_generated)
         h = s.unsqueeze(1)  # (B, 1, hidden)
         offset = 0

@@ -94,19 +94,28 @@ class STEPPolicy(Policy):
         value = torch.zeros(batch, n, device=obs.device)
         probs = (torch.zeros(batch, n, spec.max_action_size, device=obs.device)
                  if spec.action_kind == "discrete" else None)
-        for p in range(n):
+        generated = self.model.generated()  # the same for every position: compute it once
+        steps = int(n_part.max()) if batch > 0 else 0  # positions that anyone takes part in
+        for p in range(steps):
             active = p < n_part  # (B,)
-            if not bool(active.any()):
-                break
+            everyone = bool(active.all())  # the common case: no masking needed
             agent = order[:, p]  # (B,)
             act_enc = encode_joint_action(spec, act)  # (B, n, slot): superiors' rows are final
             dist, v = self.model.evaluate(
                 obs=obs, act_enc=act_enc, alive=participating, pos_of=pos_of, agent=agent,
-                priority=torch.full_like(agent, p), with_value=with_value)
+                priority=torch.full_like(agent, p), with_value=with_value, generated=generated)
             a = dist.mode() if greedy else dist.sample()
             if spec.action_kind == "box":
                 a = a * dist.valid  # padded dimensions stay 0
             lp = dist.log_prob(a)
+            if everyone:
+                act[rows, agent] = a
+                logp[rows, agent] = lp
+                if probs is not None:
+                    probs[rows, agent] = dist.probs()
+                if v is not None:
+                    value[rows, agent] = v
+                continue
             keep = active.float()
             if spec.action_kind == "discrete":
                 act[rows, agent] = torch.where(active, a, act[rows, agent])
@@ -123,7 +132,7 @@ class STEPPolicy(Policy):
         """Joint action for a batch of adapter observations; ``policy`` holds logp and values."""
         obs, alive, _, order = batch_tensors(batch.obs)
         greedy = self.deterministic_eval and not self.is_within_training_step
-        with torch.no_grad():
+        with torch.inference_mode():  # cheaper than no_grad; the outputs leave as numpy
             res = self.chain(obs, alive, order, greedy=greedy)
         return Batch(act=res.act.cpu().numpy(), state=state,
                      policy=Batch(logp=res.logp.cpu().numpy(), v=res.value.cpu().numpy()))
