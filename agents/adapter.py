@@ -28,7 +28,11 @@ info["flags"]    (n_agents, 3) bool              per-agent flags of this step; c
 ===============  ==============================  ===========================================
 
 One array per field keeps Tianshou's ``Batch`` handling (stacking, buffer writes) cheap;
-:func:`unpack_observation` and :func:`unpack_info` give the named views.
+:func:`unpack_observation` and :func:`unpack_info` give the named views. The info flags are
+redundant with the observations: :func:`step_flags` recovers them from a transition's ``obs``
+and ``obs_next``. The learner relies on that and builds its environments with
+``info_flags=False`` (an empty info), which spares Tianshou converting one info dict per
+env step.
 
 The priority cycle runs in the order the wrapper chose (``current_order``); dead agents are
 stepped with ``None`` the PettingZoo way right after the time step in which they died. The
@@ -77,6 +81,21 @@ def unpack_info(info: Any) -> dict[str, np.ndarray]:
             "alive": flags[..., ACTED]}
 
 
+def step_flags(obs: np.ndarray, obs_next: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(acted, terminated, truncated) bool arrays (..., n_agents) of transitions, from their
+    observations alone: exactly ``info["flags"]`` of the adapter's ``step``.
+
+    The agents that act in a time step are the alive ones of its observation; an agent that
+    acted and is not present in the next observation has terminated; one that is present but
+    not alive was truncated (its last observation is kept for bootstrapping).
+    """
+    obs, obs_next = np.asarray(obs), np.asarray(obs_next)
+    acted = obs[..., ALIVE] > 0.5
+    present_next = obs_next[..., PRESENT] > 0.5
+    alive_next = obs_next[..., ALIVE] > 0.5
+    return acted, acted & ~present_next, acted & present_next & ~alive_next
+
+
 class JointStepEnv(gym.Env[np.ndarray, np.ndarray]):
     """A PettingZoo ParallelEnv played as an STMG, one time step per ``step`` (module docstring).
 
@@ -84,6 +103,8 @@ class JointStepEnv(gym.Env[np.ndarray, np.ndarray]):
         env: the ParallelEnv to play.
         order: the priority order (see :func:`stmg.wrap`).
         observation: base observation, ``"own"`` or ``"state"`` (see :func:`stmg.wrap`).
+        info_flags: put the per-agent flags into ``info["flags"]``; if False the info is empty
+            (the flags follow from the observations, :func:`step_flags`).
     """
 
     metadata: dict[str, Any] = {"render_modes": []}
@@ -94,7 +115,9 @@ class JointStepEnv(gym.Env[np.ndarray, np.ndarray]):
         env: ParallelEnv,
         order: Sequence[str] | Callable[[stmg.STMGEnv], Sequence[str]] | None = None,
         observation: str = "own",
+        info_flags: bool = True,
     ) -> None:
+        self.info_flags = info_flags
         self.game = stmg.wrap(env, order, observation=observation)  # type: ignore[arg-type]
         self.spec_ = JointSpec.from_encoder(self.game.encoder)
         spec = self.spec_
@@ -182,7 +205,8 @@ class JointStepEnv(gym.Env[np.ndarray, np.ndarray]):
         super().reset(seed=seed)
         self.game.reset(seed=seed, options=options)
         self._extra_obs = {}
-        return self._observation(()), {"flags": np.zeros((self.spec_.n_agents, 3), bool)}
+        info = {"flags": np.zeros((self.spec_.n_agents, 3), bool)} if self.info_flags else {}
+        return self._observation(()), info
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool, bool, dict[str, Any]]:
         """Play one time step: every living agent acts once, in priority order."""
@@ -221,4 +245,4 @@ class JointStepEnv(gym.Env[np.ndarray, np.ndarray]):
         over = not game.agents
         env_truncated = over and bool(just_truncated)
         env_terminated = over and not env_truncated
-        return obs, reward, env_terminated, env_truncated, {"flags": flags}
+        return obs, reward, env_terminated, env_truncated, {"flags": flags} if self.info_flags else {}

@@ -30,7 +30,7 @@ from tianshou.algorithm.algorithm_base import OnPolicyAlgorithm, TrainingStats
 from tianshou.algorithm.optim import AdamOptimizerFactory
 from tianshou.data import ReplayBuffer, SequenceSummaryStats
 
-from agents.adapter import ACTED, TERMINATED, TRUNCATED
+from agents.adapter import step_flags
 from agents.config import STEPConfig, Variant
 from agents.encoding import encode_joint_action, position_of
 from agents.gae import per_agent_gae
@@ -99,15 +99,15 @@ class STEPAlgorithm(OnPolicyAlgorithm[STEPPolicy]):
             next_value = self.policy.chain(obs_next, present_next, order_next, greedy=False).value
         episode_end = np.asarray(batch.done, bool).copy()
         episode_end[np.isin(indices, buffer.unfinished_index())] = True
-        flags = np.asarray(batch.info.flags, bool)  # (T, n, 3), columns: see agents.adapter
-        alive_np = flags[..., ACTED]
+        # Per-agent flags from the observations (the env's info may be empty, agents.adapter).
+        alive_np, terminated, truncated = step_flags(batch.obs, batch.obs_next)
         adv, ret = per_agent_gae(
             rew=np.asarray(batch.rew, np.float64).reshape(alive_np.shape),
             value=np.asarray(batch.policy.v, np.float64),
             next_value=next_value.numpy().astype(np.float64),
             alive=alive_np,
-            terminated=flags[..., TERMINATED],
-            truncated=flags[..., TRUNCATED],
+            terminated=terminated,
+            truncated=truncated,
             episode_end=episode_end,
             gamma=cfg.gamma,
             gae_lambda=cfg.gae_lambda,

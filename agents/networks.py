@@ -172,47 +172,58 @@ class MaskedDistribution:
 
     ``valid`` (B, out) marks the head entries that belong to each row's agent: invalid
     logits are excluded, invalid Gaussian dimensions do not count in log-prob or entropy.
+
+    The categorical case is computed directly on the normalised logits, with the same
+    operations (and the same random draws) as ``torch.distributions.Categorical``, whose
+    per-call Python overhead dominates for the small batches of the priority chain.
     """
 
     def __init__(self, *, kind: str, out: torch.Tensor, log_std: torch.Tensor | None,
                  valid: torch.Tensor) -> None:
         self.kind = kind
         self.valid = valid
+        self._probs: torch.Tensor | None = None
+        self.normal: torch.distributions.Normal | None = None
         if kind == "discrete":
             logits = out.masked_fill(~valid, -1e9)  # (B, out)
-            # validate_args=False: argument checks cost more than the tiny networks here.
-            self.dist: torch.distributions.Distribution = torch.distributions.Categorical(
-                logits=logits, validate_args=False)
+            self.logits = logits - logits.logsumexp(dim=-1, keepdim=True)  # normalised
         else:
             assert log_std is not None  # internal invariant: Gaussian heads always have one
-            self.dist = torch.distributions.Normal(out, log_std.clamp(-5.0, 2.0).exp(),
-                                                   validate_args=False)
+            # validate_args=False: argument checks cost more than the tiny networks here.
+            self.normal = torch.distributions.Normal(out, log_std.clamp(-5.0, 2.0).exp(),
+                                                     validate_args=False)
 
     def sample(self) -> torch.Tensor:
         """(B,) long or (B, out) float."""
-        return self.dist.sample()
+        if self.normal is not None:
+            return self.normal.sample()
+        probs = self.probs()
+        return torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, True).T.reshape(probs.shape[:-1])
 
     def mode(self) -> torch.Tensor:
         """Greedy action: argmax (discrete) or the mean (Gaussian)."""
-        if self.kind == "discrete":
-            return self.dist.probs.argmax(dim=-1)  # type: ignore[attr-defined]
-        return self.dist.mean
+        if self.normal is not None:
+            return self.normal.mean
+        return self.probs().argmax(dim=-1)
 
     def log_prob(self, act: torch.Tensor) -> torch.Tensor:
         """(B,) log-probabilities."""
-        if self.kind == "discrete":
-            return self.dist.log_prob(act.long())
-        return (self.dist.log_prob(act) * self.valid).sum(-1)
+        if self.normal is not None:
+            return (self.normal.log_prob(act) * self.valid).sum(-1)
+        return self.logits.gather(-1, act.long().unsqueeze(-1)).squeeze(-1)
 
     def entropy(self) -> torch.Tensor:
         """(B,) entropies."""
-        if self.kind == "discrete":
-            return self.dist.entropy()
-        return (self.dist.entropy() * self.valid).sum(-1)
+        if self.normal is not None:
+            return (self.normal.entropy() * self.valid).sum(-1)
+        logits = self.logits.clamp(min=torch.finfo(self.logits.dtype).min)
+        return -(logits * self.probs()).sum(-1)
 
     def probs(self) -> torch.Tensor:
         """(B, out) action probabilities (discrete only)."""
-        return self.dist.probs  # type: ignore[attr-defined,no-any-return]
+        if self._probs is None:
+            self._probs = torch.softmax(self.logits, dim=-1)
+        return self._probs
 
 
 def count_parameters(module: nn.Module) -> int:

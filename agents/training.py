@@ -104,7 +104,8 @@ def train(
     torch.set_num_threads(config.torch_threads)
 
     def make() -> JointStepEnv:
-        return JointStepEnv(env=env_fn(), order=order, observation=observation)
+        # The learner reads the per-agent flags from the observations (adapter.step_flags).
+        return JointStepEnv(env=env_fn(), order=order, observation=observation, info_flags=False)
 
     probe = make()
     learner = build_learner(spec=probe.joint_spec, config=config, env=probe)

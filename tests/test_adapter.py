@@ -16,7 +16,7 @@ from pettingzoo.utils.env import ParallelEnv
 from tianshou.data import Collector, VectorReplayBuffer
 from tianshou.env import DummyVectorEnv
 
-from agents.adapter import JointStepEnv, unpack_info, unpack_observation
+from agents.adapter import JointStepEnv, step_flags, unpack_info, unpack_observation
 from agents.config import STEPConfig
 from agents.gae import per_agent_gae
 from agents.policy import ChainResult
@@ -76,8 +76,10 @@ def test_adapter_transitions_by_hand() -> None:
     assert obs["alive"].tolist() == [1, 1, 1]
     rewards, infos, dones = [], [], []
     observations = [obs]
+    raws = [raw]
     while True:
         raw, rew, term, trunc, info = env.step(JOINT)
+        raws.append(raw)
         observations.append(unpack_observation(raw))
         rewards.append(rew)
         infos.append(unpack_info(info))
@@ -89,6 +91,15 @@ def test_adapter_transitions_by_hand() -> None:
     assert [i["terminated"].tolist() for i in infos] == [[0, 0, 0], [0, 1, 0], [0, 0, 0], [0, 0, 0]]
     assert [i["truncated"].tolist() for i in infos] == [[0, 0, 0], [0, 0, 0], [0, 0, 0], [1, 0, 1]]
     assert dones == [(False, False)] * 3 + [(False, True)], "the episode ends truncated when nobody is left"
+    # The flags follow from the observations alone (what the learner uses).
+    for t, info in enumerate(infos):
+        acted, terminated, truncated = step_flags(raws[t], raws[t + 1])
+        assert acted.tolist() == info["alive"].tolist()
+        assert terminated.tolist() == info["terminated"].tolist()
+        assert truncated.tolist() == info["truncated"].tolist()
+    acted, terminated, truncated = step_flags(np.stack(raws[:-1]), np.stack(raws[1:]))  # batched
+    np.testing.assert_array_equal(terminated, [i["terminated"] for i in infos])
+    np.testing.assert_array_equal(truncated, [i["truncated"] for i in infos])
     # After agent_1 died it is listed last and no longer alive; at the end nobody is alive,
     # but the truncated agents are present (their final observation is kept for bootstrapping).
     assert observations[2]["alive"].tolist() == [1, 0, 1]
@@ -148,6 +159,8 @@ def test_collector_buffer_and_advantages_by_hand() -> None:
     assert batch.rew.shape == (4, 3), f"Tianshou must keep per-agent rewards, got {batch.rew.shape}"
     np.testing.assert_array_equal(batch.rew, [[2, 11, 22], [3, 12, 23], [4, 0, 24], [5, 0, 25]])
     np.testing.assert_array_equal(unpack_info(batch.info)["terminated"][1], [False, True, False])
+    for name, flags in zip(("alive", "terminated", "truncated"), step_flags(batch.obs, batch.obs_next), strict=True):
+        np.testing.assert_array_equal(flags, unpack_info(batch.info)[name], err_msg=name)
     batch = learner.algorithm._preprocess_batch(batch, buffer, indices)
     # Hand computation, gamma = lambda = 0.5 (gamma*lambda = 0.25), V_k(t) = (k+1) t:
     # agent_0: r = 2,3,4,5; V = 0,1,2,3; V' = 1,2,3,4 (truncated at the end: bootstrap 4)
