@@ -6,32 +6,32 @@ that: each ``step`` drives :func:`stmg.wrap` through one whole time step, so one
 transition holds every agent's data for that time step, in fixed-shape arrays indexed by the
 agent's position in ``possible_agents``:
 
-===============  ==============================  ===========================================
-field            shape / dtype                   meaning
-===============  ==============================  ===========================================
-obs              (n_agents, obs_dim + 3) float32 one row per agent; columns:
-obs[:, :-3]      (n_agents, obs_dim)             base observations, flattened, zero-padded;
-                                                 zeros for agents that are gone
-obs[:, ALIVE]    (n_agents,)  (column -3)        1.0 for the agents that act in this time step
-obs[:, PRESENT]  (n_agents,)  (column -2)        alive, or truncated in the step that led here
-                                                 (their observation is valid for bootstrapping)
-obs[:, POSITION] (n_agents,)  (column -1)        the agent's priority position (a permutation
-                                                 of 0..n-1): the living agents in this time
-                                                 step's priority order, then the agents just
-                                                 truncated (in their last order), then the rest
-action           (n_agents,) int (MultiDiscrete)  the joint action, counted from 0 per agent;
-                 or (n_agents, max_dim) float     entries of agents that do not act are ignored
-reward           (n_agents,) float               each agent's ``_cumulative_rewards`` after
-                                                 the time step (its reward for this step)
-info["flags"]    (n_agents, 3) bool              per-agent flags of this step; columns
-                                                 TERMINATED, TRUNCATED, ACTED (who acted)
-===============  ==============================  ===========================================
+================  ================================  ===========================================
+field             shape / dtype                     meaning
+================  ================================  ===========================================
+obs               (n_agents, obs_dim + 3) float32   one row per agent, columns as below
+obs[:, :-3]       (n_agents, obs_dim)               base observations, flattened, zero-padded;
+                                                    zeros for agents that are gone
+obs[:, ALIVE]     (n_agents,), column -3            1.0 for the agents that act in this time step
+obs[:, PRESENT]   (n_agents,), column -2            alive, or truncated in the step that led here
+                                                    (their observation is valid for bootstrapping)
+obs[:, POSITION]  (n_agents,), column -1            the agent's priority position (a permutation
+                                                    of 0..n-1): the living agents in this time
+                                                    step's priority order, then the agents just
+                                                    truncated (in their last order), then the rest
+action            (n_agents,) int (MultiDiscrete)   the joint action, counted from 0 per agent;
+                  or (n_agents, max_dim) float      entries of agents that do not act are ignored
+reward            (n_agents,) float                 each agent's ``_cumulative_rewards`` after
+                                                    the time step (its reward for this step)
+info["flags"]     (n_agents, 3) bool                per-agent flags of this step, columns
+                                                    TERMINATED, TRUNCATED, ACTED (who acted)
+================  ================================  ===========================================
 
 One array per field keeps Tianshou's ``Batch`` handling (stacking, buffer writes) cheap;
 :func:`unpack_observation` and :func:`unpack_info` give the named views. The info flags are
-redundant with the observations: :func:`step_flags` recovers them from a transition's ``obs``
-and ``obs_next``. The learner relies on that and builds its environments with
-``info_flags=False`` (an empty info), which spares Tianshou converting one info dict per
+redundant with the observations: :func:`step_flags` recovers them exactly from a transition's
+``obs`` and ``obs_next``. The learner relies on that and builds its environments with
+``info_flags=False`` (no flags in the info), so Tianshou has fewer info entries to stack per
 env step.
 
 The priority cycle runs in the order the wrapper chose (``current_order``); dead agents are
