@@ -13,44 +13,9 @@ included in the time.
 from __future__ import annotations
 
 import argparse
-import time
-from typing import Any
 
 import numpy as np
-
-
-def _raw_run(env: Any, steps: int, seed: int) -> float:
-    """Seconds for ``steps`` parallel steps with random actions."""
-    spaces = {a: env.action_space(a) for a in env.possible_agents}
-    for i, a in enumerate(env.possible_agents):
-        spaces[a].seed(seed + i)
-    env.reset(seed=seed)
-    start = time.perf_counter()
-    for _ in range(steps):
-        if not env.agents:
-            env.reset()
-        env.step({a: spaces[a].sample() for a in env.agents})
-    return time.perf_counter() - start
-
-
-def _wrapped_run(game: Any, steps: int, seed: int) -> float:
-    """Seconds for ``steps`` time steps (full agent cycles) of the STMG game."""
-    spaces = {a: game.action_space(a) for a in game.possible_agents}
-    for i, a in enumerate(game.possible_agents):
-        spaces[a].seed(seed + i)
-    game.reset(seed=seed)
-    done = 0
-    start = time.perf_counter()
-    while done < steps:
-        if not game.agents:
-            game.reset()
-        before = game.time_step
-        agent = game.agent_selection
-        _, _, termination, truncation, _ = game.last()
-        game.step(None if termination or truncation else spaces[agent].sample())
-        if game.time_step != before:
-            done += 1
-    return time.perf_counter() - start
+from random_play import seconds_raw, seconds_wrapped  # sibling module: run as a script
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -80,12 +45,12 @@ def main(argv: list[str] | None = None) -> None:
     for env_id in args.ids:
         raw = envs.make(env_id, episode_length=args.episode_length)
         game = stmg.wrap(envs.make(env_id, episode_length=args.episode_length))
-        _raw_run(raw, 20, args.seed)  # warm-up
-        _wrapped_run(game, 20, args.seed)
+        seconds_raw(raw, 20, args.seed)  # warm-up
+        seconds_wrapped(game, 20, args.seed)
         raw_times, wrapped_times = [], []
         for r in range(args.rounds):
-            raw_times.append(_raw_run(raw, per_round, args.seed + r))
-            wrapped_times.append(_wrapped_run(game, per_round, args.seed + r))
+            raw_times.append(seconds_raw(raw, per_round, args.seed + r))
+            wrapped_times.append(seconds_wrapped(game, per_round, args.seed + r))
         # best round of each: the least disturbed by other load on the machine (as timeit does)
         rows.append((env_id, len(raw.possible_agents),
                      per_round / min(raw_times), per_round / min(wrapped_times)))

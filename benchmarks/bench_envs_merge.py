@@ -29,7 +29,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
+from random_play import seconds_raw, seconds_wrapped  # sibling module: run as a script
 
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 
@@ -45,35 +45,6 @@ def _gym_run(env: Any, steps: int, seed: int) -> float:
         _, _, terminated, truncated, _ = env.step(env.action_space.sample())
         if terminated or truncated:
             env.reset()
-    return time.perf_counter() - start
-
-
-def _raw_run(env: Any, steps: int, seed: int) -> float:
-    """Seconds for ``steps`` parallel steps with random actions."""
-    rng = np.random.default_rng(seed)
-    env.reset(seed=seed)
-    start = time.perf_counter()
-    for _ in range(steps):
-        if not env.agents:
-            env.reset()
-        env.step({a: int(rng.integers(5)) for a in env.agents})
-    return time.perf_counter() - start
-
-
-def _wrapped_run(game: Any, steps: int, seed: int) -> float:
-    """Seconds for ``steps`` time steps (full agent cycles) of the STMG game."""
-    rng = np.random.default_rng(seed)
-    game.reset(seed=seed)
-    done = 0
-    start = time.perf_counter()
-    while done < steps:
-        if not game.agents:
-            game.reset()
-        before = game.time_step
-        _, _, termination, truncation, _ = game.last()
-        game.step(None if termination or truncation else int(rng.integers(5)))
-        if game.time_step != before:
-            done += 1
     return time.perf_counter() - start
 
 
@@ -113,13 +84,13 @@ def main(argv: list[str] | None = None) -> None:
         "merge-v0 (highway-env, 1 vehicle)": (_gym_run, stock, args.steps, 1.0),
     }
     for env_id in IDS:
-        configs[f"{env_id} raw"] = (_raw_run, envs.make(env_id), args.steps, 0.2)
+        configs[f"{env_id} raw"] = (seconds_raw, envs.make(env_id), args.steps, 0.2)
     for env_id in IDS:
-        configs[f"{env_id} stmg.wrap"] = (_wrapped_run, stmg.wrap(envs.make(env_id)), args.steps, 0.2)
+        configs[f"{env_id} stmg.wrap"] = (seconds_wrapped, stmg.wrap(envs.make(env_id)), args.steps, 0.2)
     if args.stock_obs:
         for env_id in IDS:
             env = envs.make(env_id, observation_impl="stock")
-            configs[f"{env_id} raw, stock obs"] = (_raw_run, env, args.stock_obs_steps, 0.2)
+            configs[f"{env_id} raw, stock obs"] = (seconds_raw, env, args.stock_obs_steps, 0.2)
 
     best: dict[str, float] = dict.fromkeys(configs, 0.0)
     for _ in range(args.rounds):
