@@ -34,6 +34,7 @@ from agents.adapter import step_flags
 from agents.config import STEPConfig, Variant
 from agents.encoding import encode_joint_action, position_of
 from agents.gae import per_agent_gae
+from agents.model import PairInputs
 from agents.networks import NLevelPolicy
 from agents.policy import STEPPolicy, batch_tensors
 
@@ -51,20 +52,29 @@ class STEPTrainingStats(TrainingStats):
 
 @dataclass
 class PairBatch:
-    """Transitions flattened into the (time step, agent) pairs of agents that acted."""
+    """Transitions flattened into the (time step, agent) pairs of agents that acted.
 
-    obs: torch.Tensor  # (T, n, obs_dim)
-    alive: torch.Tensor  # (T, n)
-    pos_of: torch.Tensor  # (T, n) long
-    act: torch.Tensor  # (T, n) long or (T, n, max_action_size)
-    act_enc: torch.Tensor  # (T, n, slot)
-    row: torch.Tensor  # (P,) long
+    Everything the losses read that does not depend on the parameters is computed once per
+    collected batch: the pairs' network inputs, actions, advantages and old outputs.
+    """
+
+    inputs: PairInputs  # actor/critic inputs, (P, ...)
+    act: torch.Tensor  # (P,) long or (P, max_action_size)
+    row: torch.Tensor  # (P,) long, the time step (row of the collected batch)
     agent: torch.Tensor  # (P,) long
     priority: torch.Tensor  # (P,) long
     adv: torch.Tensor  # (P,)
     ret: torch.Tensor  # (P,)
     v_old: torch.Tensor  # (P,)
     logp_old: torch.Tensor  # (P,)
+    n_rows: int  # T
+
+    def subset(self, idx: torch.Tensor) -> PairBatch:
+        """The pairs ``idx`` (rows keep their meaning)."""
+        return PairBatch(inputs=self.inputs[idx], act=self.act[idx], row=self.row[idx],
+                         agent=self.agent[idx], priority=self.priority[idx], adv=self.adv[idx],
+                         ret=self.ret[idx], v_old=self.v_old[idx], logp_old=self.logp_old[idx],
+                         n_rows=self.n_rows)
 
 
 class STEPAlgorithm(OnPolicyAlgorithm[STEPPolicy]):
@@ -94,9 +104,15 @@ class STEPAlgorithm(OnPolicyAlgorithm[STEPPolicy]):
     # --- advantages ------------------------------------------------------------------------
     def _preprocess_batch(self, batch: Any, buffer: ReplayBuffer, indices: np.ndarray) -> Any:
         cfg = self.config
+        spec = self.model.spec
         obs, alive, _, order = batch_tensors(batch.obs)
         obs_next, _, present_next, order_next = batch_tensors(batch.obs_next)
-        with torch.inference_mode():  # cheaper than no_grad; only .numpy() of the values is used
+        act = torch.as_tensor(np.asarray(batch.act))
+        act = act.long() if spec.action_kind == "discrete" else act.float()
+        with torch.no_grad():  # (not inference_mode: logp_old and v_old enter the losses)
+            # PPO's old log-probabilities and V^i(s, a^{1:i-1}) with the superiors' actual
+            # actions, for the whole batch at once (the collector only sampled actions).
+            taken = self.policy.evaluate_joint(obs, alive, order, act)
             # V^i at the next observation: its own value given superiors' actions sampled
             # from the current policy (the next step's actual actions are not in this row).
             next_value = self.policy.chain(obs_next, present_next, order_next, greedy=False).value
@@ -104,9 +120,10 @@ class STEPAlgorithm(OnPolicyAlgorithm[STEPPolicy]):
         episode_end[np.isin(indices, buffer.unfinished_index())] = True
         # Per-agent flags from the observations (the env's info may be empty, agents.adapter).
         alive_np, terminated, truncated = step_flags(batch.obs, batch.obs_next)
+        value = taken.value.numpy()
         adv, ret = per_agent_gae(
             rew=np.asarray(batch.rew, np.float64).reshape(alive_np.shape),
-            value=np.asarray(batch.policy.v, np.float64),
+            value=value.astype(np.float64),
             next_value=next_value.numpy().astype(np.float64),
             alive=alive_np,
             terminated=terminated,
@@ -116,46 +133,53 @@ class STEPAlgorithm(OnPolicyAlgorithm[STEPPolicy]):
             gae_lambda=cfg.gae_lambda,
         )
         batch.adv, batch.returns = adv, ret
-        row, agent = np.nonzero(alive_np)
+        row_np, agent_np = np.nonzero(alive_np)
+        row, agent = torch.as_tensor(row_np), torch.as_tensor(agent_np)
         pos_of = position_of(order)
-        spec = self.model.spec
-        act = torch.as_tensor(np.asarray(batch.act))
-        act = act.long() if spec.action_kind == "discrete" else act.float()
+        priority = pos_of[row, agent]
+        inputs = self.model.inputs(obs=obs[row], act_enc=encode_joint_action(spec, act[row]),
+                                   alive=alive[row], pos_of=pos_of[row], agent=agent, priority=priority)
         self._pairs = PairBatch(
-            obs=obs, alive=alive, pos_of=pos_of, act=act, act_enc=encode_joint_action(spec, act),
-            row=torch.as_tensor(row), agent=torch.as_tensor(agent),
-            priority=pos_of[torch.as_tensor(row), torch.as_tensor(agent)],
-            adv=torch.as_tensor(adv[row, agent]), ret=torch.as_tensor(ret[row, agent]),
-            v_old=torch.as_tensor(np.asarray(batch.policy.v, np.float32)[row, agent]),
-            logp_old=torch.as_tensor(np.asarray(batch.policy.logp, np.float32)[row, agent]),
+            inputs=inputs, act=act[row, agent], row=row, agent=agent, priority=priority,
+            adv=torch.as_tensor(adv[row_np, agent_np]), ret=torch.as_tensor(ret[row_np, agent_np]),
+            v_old=taken.value[row, agent], logp_old=taken.logp[row, agent], n_rows=obs.shape[0],
         )
         return batch
 
     # --- losses ----------------------------------------------------------------------------
-    def _pair_losses(self, pb: PairBatch, idx: torch.Tensor, adv_scale: torch.Tensor | None
+    def _pair_losses(self, pb: PairBatch, adv: torch.Tensor, priority: int | None = None,
+                     generated: torch.Tensor | None = None
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Clipped surrogate, clipped value loss, entropy and new log-probs of pairs ``idx``."""
+        """Clipped surrogate, clipped value loss, entropy and new log-probs of the pairs ``pb``.
+
+        Args:
+            pb: the pairs (a :meth:`PairBatch.subset`).
+            adv: (m,) their advantages, already normalised/scaled.
+            priority: the common priority of all pairs, if they share one (faster).
+            generated: STEP: the hypernetwork output for all priorities, if already computed.
+        """
         cfg = self.config
-        r = pb.row[idx]
-        agent = pb.agent[idx]
-        dist, value = self.model.evaluate(
-            obs=pb.obs[r], act_enc=pb.act_enc[r], alive=pb.alive[r], pos_of=pb.pos_of[r],
-            agent=agent, priority=pb.priority[idx])
+        dist, value = self.model.heads(pb.inputs, agent=pb.agent,
+                                       priority=pb.priority if priority is None else priority,
+                                       generated=generated)
         assert value is not None  # with_value defaults to True
-        act = pb.act[r, agent]  # (m,) or (m, max_action_size)
-        logp = dist.log_prob(act)  # (m,)
-        adv = pb.adv[idx]
-        if cfg.advantage_normalization:
-            adv = _normalise_per_agent(adv, agent, self.model.spec.n_agents)
-        if adv_scale is not None:
-            adv = adv * adv_scale
-        ratio = (logp - pb.logp_old[idx]).exp()
+        logp = dist.log_prob(pb.act)  # (m,)
+        ratio = (logp - pb.logp_old).exp()
         surrogate = torch.min(ratio * adv, ratio.clamp(1.0 - cfg.clip, 1.0 + cfg.clip) * adv)
         # Eq. 12: the pessimistic maximum of the plain and the clipped value error.
-        v_old, ret = pb.v_old[idx], pb.ret[idx]
+        v_old, ret = pb.v_old, pb.ret
         v_clipped = v_old + (value - v_old).clamp(-cfg.clip, cfg.clip)
         vf_loss = torch.max((value - ret).pow(2), (v_clipped - ret).pow(2)).mean()
         return surrogate.mean(), vf_loss, dist.entropy().mean(), logp.detach()
+
+    def _advantages(self, pb: PairBatch, factor: torch.Tensor | None) -> torch.Tensor:
+        """The advantages the surrogate of the pairs ``pb`` uses (normalised per agent, scaled)."""
+        adv = pb.adv
+        if self.config.advantage_normalization:
+            adv = _normalise_per_agent(adv, pb.agent, self.model.spec.n_agents)
+        if factor is not None:
+            adv = adv * factor[pb.row]
+        return adv
 
     def _minibatches(self, idx: torch.Tensor) -> list[torch.Tensor]:
         perm = idx[torch.randperm(idx.numel(), generator=self._generator)]
@@ -169,10 +193,9 @@ class STEPAlgorithm(OnPolicyAlgorithm[STEPPolicy]):
         all_pairs = torch.arange(pb.row.numel())
         if variant is Variant.STEP:
             for p in range(self.model.spec.n_agents):  # Algorithm 1: agent by agent, leader first
-                steps += self._update_group(pb, all_pairs[pb.priority == p], repeat, log,
-                                            reg_priorities=p)
+                steps += self._update_group(pb, all_pairs[pb.priority == p], repeat, log, priority=p)
         elif variant is Variant.HAPPO:
-            factor = torch.ones(pb.obs.shape[0])  # (T,) product of earlier agents' ratios
+            factor = torch.ones(pb.n_rows)  # (T,) product of earlier agents' ratios
             perm = torch.randperm(self.model.spec.n_agents, generator=self._generator)
             for k in perm.tolist():
                 group = all_pairs[pb.agent == k]
@@ -180,7 +203,7 @@ class STEPAlgorithm(OnPolicyAlgorithm[STEPPolicy]):
                     continue
                 steps += self._update_group(pb, group, repeat, log, factor=factor)
                 with torch.no_grad():
-                    _, _, _, logp_new = self._pair_losses(pb, group, None)
+                    _, _, _, logp_new = self._pair_losses(pb.subset(group), pb.adv[group])
                     factor[pb.row[group]] *= (logp_new - pb.logp_old[group]).exp()
         else:  # MAPPO, IPPO: simultaneous agents, one joint update
             steps += self._update_group(pb, all_pairs, repeat, log)
@@ -193,27 +216,39 @@ class STEPAlgorithm(OnPolicyAlgorithm[STEPPolicy]):
                                  gradient_steps=steps)
 
     def _update_group(self, pb: PairBatch, group: torch.Tensor, epochs: int,
-                      log: dict[str, list[float]], *, reg_priorities: int = 0,
+                      log: dict[str, list[float]], *, priority: int | None = None,
                       factor: torch.Tensor | None = None) -> int:
-        """PPO epochs on the pairs ``group``; returns the number of gradient steps."""
+        """PPO epochs on the pairs ``group``; returns the number of gradient steps.
+
+        ``priority`` (STEP): the position all pairs of the group hold; the superiors 0..p-1
+        are regularised (Eq. 11) against a snapshot taken now, before this group's update.
+        """
         if group.numel() == 0:
             return 0
         cfg = self.config
         actor = self.model.actor
         snapshot: torch.Tensor | None = None
-        superiors = torch.arange(reg_priorities)
-        if reg_priorities > 0 and cfg.beta > 0 and isinstance(actor, NLevelPolicy):
+        if priority is not None and priority > 0 and cfg.beta > 0 and isinstance(actor, NLevelPolicy):
             with torch.no_grad():
-                snapshot = actor.generated(superiors).clone()  # (i-1, n_generated)
+                snapshot = actor.generated(torch.arange(priority)).clone()  # (i-1, n_generated)
+        # One minibatch: the same pairs every epoch, gathered and their advantages prepared once.
+        whole = pb.subset(group) if cfg.minibatches == 1 else None
+        whole_parts = [(whole, self._advantages(whole, factor))] if whole is not None else None
         steps = 0
         for _ in range(epochs):
-            for idx in self._minibatches(group):
-                scale = factor[pb.row[idx]] if factor is not None else None
-                surrogate, vf_loss, entropy, _ = self._pair_losses(pb, idx, scale)
+            parts = whole_parts
+            if parts is None:
+                subsets = [pb.subset(idx) for idx in self._minibatches(group)]
+                parts = [(sub, self._advantages(sub, factor)) for sub in subsets]
+            for sub, adv in parts:
+                # STEP: one hypernetwork pass serves the target policy and the regulariser.
+                generated = actor.generated() if isinstance(actor, NLevelPolicy) else None
+                surrogate, vf_loss, entropy, _ = self._pair_losses(sub, adv, priority, generated)
                 loss = -surrogate - cfg.entropy * entropy + cfg.vf_coef * vf_loss
                 reg = torch.zeros(())
-                if snapshot is not None:
-                    reg = hypernetwork_regulariser(actor, snapshot, beta=cfg.beta)  # type: ignore[arg-type]
+                if snapshot is not None and generated is not None:
+                    reg = hypernetwork_regulariser(actor, snapshot, beta=cfg.beta,  # type: ignore[arg-type]
+                                                   current=generated[: snapshot.shape[0]])
                     loss = loss + reg
                 self.optim.step(loss)
                 steps += 1
@@ -224,18 +259,21 @@ class STEPAlgorithm(OnPolicyAlgorithm[STEPPolicy]):
         return steps
 
 
-def hypernetwork_regulariser(actor: NLevelPolicy, snapshot: torch.Tensor, *, beta: float) -> torch.Tensor:
+def hypernetwork_regulariser(actor: NLevelPolicy, snapshot: torch.Tensor, *, beta: float,
+                             current: torch.Tensor | None = None) -> torch.Tensor:
     """L_h of Eq. 11: beta/(i-1) * sum_{j<i} ||H(e^j) - H_old(e^j)||^2.
 
     Args:
         actor: the N-level policy being updated.
         snapshot: (i-1, n_generated) generated parameters of the superiors before this update.
         beta: regulariser weight.
+        current: H(e^j) of the superiors now, if the caller already computed it.
     """
     count = snapshot.shape[0]
     if count == 0:
         return torch.zeros(())
-    current = actor.generated(torch.arange(count))  # (i-1, n_generated)
+    if current is None:
+        current = actor.generated(torch.arange(count))  # (i-1, n_generated)
     return beta / count * (current - snapshot).pow(2).sum()
 
 

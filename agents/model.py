@@ -17,6 +17,8 @@ HAPPO     own obs, one MLP per agent                             one MLP per age
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -39,12 +41,13 @@ class MultiAgentActorCritic(nn.Module):
         h = config.hidden_size
         gaussian = spec.action_kind == "box"
         self.register_buffer("valid_actions", torch.as_tensor(spec.action_mask()), persistent=False)
+        self.all_actions_valid = bool(spec.action_mask().all())  # same action count for all
         self.actor: nn.Module
         self.critics: nn.Module
         self.log_std: nn.Parameter | None = None
         if self.variant is Variant.STEP:
             self.actor = NLevelPolicy(
-                state_input_size=d + n * spec.slot_size + n, n_priorities=n, hidden=h,
+                obs_size=d, n_agents=n, slot_size=spec.slot_size, hidden=h,
                 embedding_size=config.priority_embedding_size,
                 target_hidden=config.target_hidden_size, out_size=out, gaussian=gaussian,
                 log_std_init=config.log_std_init,
@@ -74,6 +77,86 @@ class MultiAgentActorCritic(nn.Module):
         """Whether an agent's action depends on its superiors' actions (STEP only)."""
         return self.variant is Variant.STEP
 
+    def inputs(
+        self,
+        *,
+        obs: torch.Tensor,
+        act_enc: torch.Tensor,
+        alive: torch.Tensor,
+        pos_of: torch.Tensor,
+        agent: torch.Tensor,
+        priority: torch.Tensor,
+    ) -> PairInputs:
+        """What the actor and the critic of each (time step, agent) pair read (data only).
+
+        Args:
+            obs: (B, n_agents, obs_dim) base observations of every agent.
+            act_enc: (B, n_agents, slot_size) encoded (partial) joint actions.
+            alive: (B, n_agents) 1.0 for the agents acting in the time step.
+            pos_of: (B, n_agents) long priority positions.
+            agent: (B,) long, the agent of each pair.
+            priority: (B,) long, its priority position.
+        """
+        spec, n = self.spec, self.spec.n_agents
+        batch = obs.shape[0]
+        if self.variant is Variant.STEP:
+            flat = stmg_inputs(spec, obs=obs, act_enc=act_enc, alive=alive, pos_of=pos_of,
+                               agent=agent, priority=priority)  # (B, flat_size)
+            return PairInputs(actor=flat[:, : spec.obs_dim + n * spec.slot_size + n], critic=flat)
+        own = obs[torch.arange(batch, device=obs.device), agent]  # (B, obs_dim)
+        if self.variant is Variant.IPPO:
+            return PairInputs(actor=own, critic=own)
+        joint = torch.cat([obs.reshape(batch, -1), alive], dim=1)
+        if self.variant is Variant.HAPPO:
+            return PairInputs(actor=own, critic=joint)
+        agent_id = F.one_hot(agent, n).float()  # MAPPO: (B, n)
+        return PairInputs(actor=torch.cat([own, agent_id], dim=1),
+                          critic=torch.cat([joint, agent_id], dim=1))
+
+    def heads(
+        self,
+        inputs: PairInputs,
+        *,
+        agent: torch.Tensor,
+        priority: torch.Tensor | int,
+        with_value: bool = True,
+        generated: torch.Tensor | None = None,
+    ) -> tuple[MaskedDistribution, torch.Tensor | None]:
+        """Policy distribution and (B,) value (or None) of pairs from their :meth:`inputs`.
+
+        Args:
+            inputs: the pairs' actor and critic inputs.
+            agent: (B,) long, the agent of each pair.
+            priority: (B,) long priority positions, or one int when all pairs share it.
+            with_value: also evaluate the critic.
+            generated: STEP only: the hypernetwork output for all priorities
+                (:meth:`NLevelPolicy.generated`), to reuse across calls; computed if None.
+        """
+        log_std: torch.Tensor | None = None
+        value: torch.Tensor | None = None
+        if with_value and inputs.critic is None:
+            raise ValueError("heads(with_value=True) needs critic inputs; got PairInputs.critic=None")
+        if self.variant is Variant.STEP:
+            out, log_std = self.actor(inputs.actor, priority, generated)
+            if with_value:
+                value = self.critics(inputs.critic, agent).squeeze(-1)
+        else:
+            if self.variant is Variant.MAPPO:
+                out = self.actor(inputs.actor)
+                if with_value:
+                    value = self.critics(inputs.critic).squeeze(-1)
+            else:
+                out = self.actor(inputs.actor, agent)
+                if with_value:
+                    value = self.critics(inputs.critic, agent).squeeze(-1)
+            if self.log_std is not None:
+                member = torch.zeros_like(agent) if self.log_std.shape[0] == 1 else agent
+                log_std = self.log_std[member]
+        valid_actions: torch.Tensor = self.valid_actions  # type: ignore[assignment]
+        dist = MaskedDistribution(kind=self.spec.action_kind, out=out, log_std=log_std,
+                                  valid=valid_actions[agent], all_valid=self.all_actions_valid)
+        return dist, value
+
     def evaluate(
         self,
         *,
@@ -86,55 +169,24 @@ class MultiAgentActorCritic(nn.Module):
         with_value: bool = True,
         generated: torch.Tensor | None = None,
     ) -> tuple[MaskedDistribution, torch.Tensor | None]:
-        """Policy distribution and value of a batch of (time step, agent) pairs.
+        """:meth:`heads` of :meth:`inputs`: the distribution and value of a batch of pairs
+        (arguments as there)."""
+        pair_inputs = self.inputs(obs=obs, act_enc=act_enc, alive=alive, pos_of=pos_of,
+                                  agent=agent, priority=priority)
+        return self.heads(pair_inputs, agent=agent, priority=priority, with_value=with_value,
+                          generated=generated)
 
-        Args:
-            obs: (B, n_agents, obs_dim) base observations of every agent.
-            act_enc: (B, n_agents, slot_size) encoded (partial) joint actions.
-            alive: (B, n_agents) 1.0 for the agents acting in the time step.
-            pos_of: (B, n_agents) long priority positions.
-            agent: (B,) long, the agent of each pair.
-            priority: (B,) long, its priority position.
-            with_value: also evaluate the critic.
-            generated: STEP only: the hypernetwork output for all priorities
-                (:meth:`NLevelPolicy.generated`), to reuse across calls; computed if None.
 
-        Returns:
-            The distribution over the agent's action and its (B,) value (or None).
-        """
-        spec, n = self.spec, self.spec.n_agents
-        batch = obs.shape[0]
-        log_std: torch.Tensor | None = None
-        value: torch.Tensor | None = None
-        if self.variant is Variant.STEP:
-            flat = stmg_inputs(spec, obs=obs, act_enc=act_enc, alive=alive, pos_of=pos_of,
-                               agent=agent, priority=priority)  # (B, flat_size)
-            state_input = flat[:, : spec.obs_dim + n * spec.slot_size + n]
-            out, log_std = self.actor(state_input, priority, generated)
-            if with_value:
-                value = self.critics(flat, agent).squeeze(-1)
-        else:
-            rows = torch.arange(batch, device=obs.device)
-            own = obs[rows, agent]  # (B, obs_dim)
-            agent_id = F.one_hot(agent, n).float()  # (B, n)
-            if self.variant is Variant.MAPPO:
-                out = self.actor(torch.cat([own, agent_id], dim=1))
-                if with_value:
-                    joint = torch.cat([obs.reshape(batch, -1), alive, agent_id], dim=1)
-                    value = self.critics(joint).squeeze(-1)
-            else:
-                out = self.actor(own, agent)
-                if with_value:
-                    critic_in = own if self.variant is Variant.IPPO else torch.cat(
-                        [obs.reshape(batch, -1), alive], dim=1)
-                    value = self.critics(critic_in, agent).squeeze(-1)
-            if self.log_std is not None:
-                member = torch.zeros_like(agent) if self.log_std.shape[0] == 1 else agent
-                log_std = self.log_std[member]
-        valid_actions: torch.Tensor = self.valid_actions  # type: ignore[assignment]
-        valid = valid_actions[agent]  # (B, out)
-        dist = MaskedDistribution(kind=spec.action_kind, out=out, log_std=log_std, valid=valid)
-        return dist, value
+@dataclass
+class PairInputs:
+    """Actor and critic inputs of a batch of (time step, agent) pairs (:meth:`MultiAgentActorCritic.inputs`)."""
+
+    actor: torch.Tensor
+    critic: torch.Tensor | None
+    """None when no value is needed."""
+
+    def __getitem__(self, idx: torch.Tensor) -> PairInputs:
+        return PairInputs(actor=self.actor[idx], critic=None if self.critic is None else self.critic[idx])
 
 
 def _small_head(net: nn.Sequential) -> None:

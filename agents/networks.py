@@ -81,24 +81,42 @@ class AgentMLPs(nn.Module):
 class NLevelPolicy(nn.Module):
     """The N-level policy model of STEP, shared by all agents.
 
+    Input: the first part of the flat STMG observation, ``[own obs (obs_size), prior-action
+    table (n_agents x slot_size), prior mask (n_agents)]``.
+
+    The state embedding E(s, a^{1:i-1}) reads the prior-action table as a *set* of superiors:
+    each superior k contributes phi(a^k, c_k) = tanh(W_a enc(a^k) + W_c c_k + b), where c_k is a
+    fixed sinusoidal code of the agent index k (a constant, not a parameter); the masked sum of
+    these features is concatenated with the own observation and passed through one tanh layer.
+    Every weight is therefore shared across agents and superiors, and the only parameters that
+    grow with the number of agents are the rows of the priority-ID embedding table e^i.
+
     Args:
-        state_input_size: size of [base obs, prior actions (flattened), prior mask], the input
-            of the state embedding E.
-        n_priorities: number of priority IDs (= number of agents).
+        obs_size: size of the (flattened, padded) base observation.
+        n_agents: number of agents = number of priority IDs.
+        slot_size: width of one agent's row in the prior-action table.
         hidden: width of E and of the hypernetwork; E's output s^{i-1} has this size too.
-        embedding_size: size of the priority-ID embedding e^i.
+        embedding_size: size of the priority-ID embedding e^i (and of the agent codes c_k).
         target_hidden: hidden width of the generated target network (0: one linear layer).
         out_size: target network outputs (logits, or Gaussian means).
         gaussian: also generate a state-independent log-std per priority.
         log_std_init: initial log-std (Gaussian only).
     """
 
-    def __init__(self, *, state_input_size: int, n_priorities: int, hidden: int,
+    def __init__(self, *, obs_size: int, n_agents: int, slot_size: int, hidden: int,
                  embedding_size: int, target_hidden: int, out_size: int, gaussian: bool,
                  log_std_init: float = -0.5) -> None:
         super().__init__()
-        self.state_embedding = mlp(state_input_size, hidden, hidden, layers=1)  # E(.; theta_s)
-        self.priority_embedding = nn.Embedding(n_priorities, embedding_size)  # e^i
+        self.obs_size, self.n_agents, self.slot_size = obs_size, n_agents, slot_size
+        self.input_size = obs_size + n_agents * slot_size + n_agents
+        # E(.; theta_s): a shared per-superior encoder phi and one layer over [obs, sum of phi].
+        self.action_encoder = nn.Linear(slot_size + embedding_size, hidden)
+        self.state_embedding = nn.Linear(obs_size + hidden, hidden)
+        for layer in (self.action_encoder, self.state_embedding):  # as the other MLPs here
+            nn.init.orthogonal_(layer.weight, gain=math.sqrt(2.0))
+            nn.init.zeros_(layer.bias)
+        self.register_buffer("agent_codes", agent_codes(n_agents, embedding_size), persistent=False)
+        self.priority_embedding = nn.Embedding(n_agents, embedding_size)  # e^i
         nn.init.normal_(self.priority_embedding.weight, std=1.0)
         self.gaussian = gaussian
         self.out_size = out_size
@@ -136,21 +154,61 @@ class NLevelPolicy(nn.Module):
         emb = self.priority_embedding.weight if priorities is None else self.priority_embedding(priorities)
         return self.hypernetwork(emb)
 
-    def forward(self, state_input: torch.Tensor, priority: torch.Tensor,
+    def code_part(self) -> torch.Tensor:
+        """(n_agents, hidden): the agent-code term W_c c_k + b of phi, the same for every row."""
+        codes: torch.Tensor = self.agent_codes  # type: ignore[assignment]
+        w = self.action_encoder.weight  # (hidden, slot + code)
+        return torch.addmm(self.action_encoder.bias, codes, w[:, self.slot_size:].t())
+
+    def superior_features(self, enc: torch.Tensor, agent: torch.Tensor | int,
+                          code_part: torch.Tensor | None = None) -> torch.Tensor:
+        """phi(a^k, c_k) of one superior per row: enc (B, slot_size), agent k (B,) or one int
+        -> (B, hidden). The incremental form of the sum in :meth:`embed_state`;
+        ``code_part`` is :meth:`code_part` if the caller already has it."""
+        codes = self.code_part() if code_part is None else code_part
+        w_action = self.action_encoder.weight[:, : self.slot_size]  # (hidden, slot)
+        if isinstance(agent, int):
+            return torch.tanh(torch.addmm(codes[agent], enc, w_action.t()))
+        return torch.tanh(torch.mm(enc, w_action.t()) + codes[agent])
+
+    def embed(self, own_obs: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+        """s^{i-1} from the own observation (B, obs_size) and the summed superior features."""
+        return torch.tanh(self.state_embedding(torch.cat([own_obs, pooled], dim=1)))
+
+    def embed_state(self, state_input: torch.Tensor) -> torch.Tensor:
+        """s^{i-1} = E(s, a^{1:i-1}): (B, input_size) -> (B, hidden)."""
+        d, n, slot = self.obs_size, self.n_agents, self.slot_size
+        batch = state_input.shape[0]
+        table = state_input[:, d:d + n * slot].reshape(batch, n, slot)
+        mask = state_input[:, d + n * slot:d + n * slot + n]
+        w_action = self.action_encoder.weight[:, :slot]  # (hidden, slot)
+        phi = torch.tanh(torch.matmul(table, w_action.t()) + self.code_part())  # (B, n, hidden)
+        pooled = torch.bmm(mask.unsqueeze(1), phi).squeeze(1)  # (B, hidden): sum over superiors
+        return self.embed(state_input[:, :d], pooled)
+
+    def forward(self, state_input: torch.Tensor, priority: torch.Tensor | int,
                 generated: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Head outputs for a batch of subgame states.
 
         Args:
-            state_input: (B, state_input_size) [base obs, prior actions, prior mask].
-            priority: (B,) long priority positions.
+            state_input: (B, input_size) [base obs, prior-action table, prior mask].
+            priority: (B,) long priority positions, or one int for a batch at one position
+                (one generated network for all rows: a plain matrix product).
             generated: ``self.generated()`` if the caller already has it (the priority chain
                 computes it once for all positions); recomputed if None.
 
         Returns:
             (B, out_size) logits or means, and (B, out_size) log-stds (Gaussian) or None.
         """
-        s = torch.tanh(self.state_embedding(state_input))  # (B, hidden): s^{i-1}
+        return self.target(self.embed_state(state_input), priority, generated)
+
+    def target(self, s: torch.Tensor, priority: torch.Tensor | int,
+               generated: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The generated target policy pi(s^{i-1}; theta_tar^i) on embedded states s (B, hidden)
+        (arguments as :meth:`forward`)."""
         theta_all = self.generated() if generated is None else generated  # (n_priorities, n_generated)
+        if isinstance(priority, int):
+            return self._target_forward_one(s, theta_all[priority])
         theta = theta_all[priority]  # (B, n_generated)
         h = s.unsqueeze(1)  # (B, 1, hidden)
         offset = 0
@@ -166,27 +224,53 @@ class NLevelPolicy(nn.Module):
         log_std = theta[:, offset:offset + self.out_size] if self.gaussian else None
         return out, log_std
 
+    def _target_forward_one(self, s: torch.Tensor, theta: torch.Tensor
+                            ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The target network of one priority (theta: (n_generated,)) on every row of s."""
+        h, offset = s, 0
+        for k, (fan_in, fan_out) in enumerate(self.target_shapes):
+            w = theta[offset:offset + fan_in * fan_out].reshape(fan_in, fan_out)
+            offset += fan_in * fan_out
+            h = torch.addmm(theta[offset:offset + fan_out], h, w)
+            offset += fan_out
+            if k < len(self.target_shapes) - 1:
+                h = torch.tanh(h)
+        log_std = theta[offset:offset + self.out_size].expand(s.shape[0], -1) if self.gaussian else None
+        return h, log_std
+
+
+def agent_codes(n_agents: int, size: int) -> torch.Tensor:
+    """(n_agents, size) fixed sinusoidal codes of the agent indices 0..n-1 (as the position
+    encodings of transformers): distinct per agent, bounded, and free of parameters."""
+    index = torch.arange(n_agents, dtype=torch.float32).unsqueeze(1)  # (n, 1)
+    freq = torch.exp(-math.log(100.0) * torch.arange(0, size, 2, dtype=torch.float32) / max(size, 1))
+    codes = torch.zeros(n_agents, size)
+    codes[:, 0::2] = torch.sin(index * freq)
+    codes[:, 1::2] = torch.cos(index * freq)[:, : size // 2]
+    return codes
+
 
 class MaskedDistribution:
     """A categorical or diagonal-Gaussian distribution over padded per-agent heads.
 
-    ``valid`` (B, out) marks the head entries that belong to each row's agent: invalid
-    logits are excluded, invalid Gaussian dimensions do not count in log-prob or entropy.
+    ``valid`` (B, out), or (out,) for rows of one agent, marks the head entries that belong to
+    each row's agent: invalid logits are excluded, invalid Gaussian dimensions do not count in
+    log-prob or entropy. ``all_valid=True`` says that every entry is valid (skips the mask).
 
-    The categorical case is computed directly on the normalised logits, with the same
-    operations (and the same random draws) as ``torch.distributions.Categorical``, whose
-    per-call Python overhead dominates for the small batches of the priority chain.
+    The categorical case is computed directly on the normalised logits instead of through
+    ``torch.distributions.Categorical``, whose per-call Python overhead dominates for the small
+    batches of the priority chain.
     """
 
     def __init__(self, *, kind: str, out: torch.Tensor, log_std: torch.Tensor | None,
-                 valid: torch.Tensor) -> None:
+                 valid: torch.Tensor, all_valid: bool = False) -> None:
         self.kind = kind
         self.valid = valid
         self._probs: torch.Tensor | None = None
         self.normal: torch.distributions.Normal | None = None
         if kind == "discrete":
-            logits = out.masked_fill(~valid, -1e9)  # (B, out)
-            self.logits = logits - logits.logsumexp(dim=-1, keepdim=True)  # normalised
+            logits = out if all_valid else out.masked_fill(~valid, -1e9)  # (B, out)
+            self.logits = torch.log_softmax(logits, dim=-1)  # normalised
         else:
             assert log_std is not None  # internal invariant: Gaussian heads always have one
             # validate_args=False: argument checks cost more than the tiny networks here.
@@ -194,11 +278,21 @@ class MaskedDistribution:
                                                      validate_args=False)
 
     def sample(self) -> torch.Tensor:
-        """(B,) long or (B, out) float."""
+        """(B,) long or (B, out) float.
+
+        Categorical draws use the inverse CDF (one uniform per row, ``searchsorted`` on the
+        cumulative probabilities): the same distribution as ``torch.multinomial`` at a fraction
+        of its cost on these tiny batches. ``side="right"`` never picks a zero-probability
+        entry; the clamp to the last valid entry only guards float rounding at the top.
+        """
         if self.normal is not None:
             return self.normal.sample()
         probs = self.probs()
-        return torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, True).T.reshape(probs.shape[:-1])
+        cdf = probs.cumsum(-1)
+        u = torch.rand(cdf.shape[:-1] + (1,), dtype=cdf.dtype, device=cdf.device) * cdf[..., -1:]
+        index = torch.searchsorted(cdf, u, side="right").squeeze(-1)
+        last_valid = self.valid.sum(-1) - 1  # valid entries are a prefix of the padded head
+        return torch.minimum(index, last_valid)
 
     def mode(self) -> torch.Tensor:
         """Greedy action: argmax (discrete) or the mean (Gaussian)."""

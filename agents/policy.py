@@ -3,8 +3,9 @@
 For priority position p = 0, 1, ... the agent at that position builds its STMG observation
 from the base observations and the actions its superiors have sampled so far (training
 transmits superiors' sampled actions, Section 3.3 of the paper), samples its own action, and
-the policy records its log-probability and its value V^i. The baselines (no prior actions) run
-the same loop; their agents simply ignore the earlier actions.
+the policy records its action. The baselines (no prior actions) act simultaneously. The
+log-probabilities and values PPO needs are computed afterwards for the whole collected batch
+(:meth:`STEPPolicy.evaluate_joint`), with the actions superiors actually took.
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tianshou.algorithm.algorithm_base import Policy
 from tianshou.data import Batch
 
 from agents.adapter import ALIVE, EXTRA_COLUMNS, POSITION, PRESENT
-from agents.encoding import encode_joint_action, position_of
+from agents.encoding import encode_agent_actions, encode_joint_action, position_of
 from agents.model import MultiAgentActorCritic
+from agents.networks import MaskedDistribution, NLevelPolicy
 from agents.spec import JointSpec
 
 
@@ -71,7 +74,10 @@ class STEPPolicy(Policy):
 
     def chain(self, obs: torch.Tensor, participating: torch.Tensor, order: torch.Tensor, *,
               greedy: bool, with_value: bool = True) -> ChainResult:
-        """Run the priority chain.
+        """Sample (or pick greedily) a joint action for a batch of time steps.
+
+        STEP runs the priority chain: the agent at position p sees the actions sampled by
+        positions 0..p-1. The baselines act simultaneously (one pass over all agents).
 
         Args:
             obs: (B, n_agents, obs_dim) base observations.
@@ -81,58 +87,151 @@ class STEPPolicy(Policy):
             greedy: take the most probable action instead of sampling.
             with_value: also evaluate the critics.
         """
+        if self.model.uses_prior_actions:
+            return self._priority_chain(obs, participating, order, greedy=greedy, with_value=with_value)
+        return self._simultaneous(obs, participating, order, greedy=greedy, with_value=with_value)
+
+    def _empty_result(self, batch: int, device: torch.device) -> ChainResult:
         spec, n = self.spec, self.spec.n_agents
-        batch = obs.shape[0]
-        rows = torch.arange(batch, device=obs.device)
-        n_part = participating.sum(1).long()  # (B,)
-        pos_of = position_of(order)  # (B, n)
         if spec.action_kind == "discrete":
-            act = torch.zeros(batch, n, dtype=torch.long, device=obs.device)
+            act = torch.zeros(batch, n, dtype=torch.long, device=device)
         else:
-            act = torch.zeros(batch, n, spec.max_action_size, device=obs.device)
-        logp = torch.zeros(batch, n, device=obs.device)
-        value = torch.zeros(batch, n, device=obs.device)
-        probs = (torch.zeros(batch, n, spec.max_action_size, device=obs.device)
+            act = torch.zeros(batch, n, spec.max_action_size, device=device)
+        probs = (torch.zeros(batch, n, spec.max_action_size, device=device)
                  if spec.action_kind == "discrete" else None)
-        generated = self.model.generated()  # the same for every position: compute it once
-        steps = int(n_part.max()) if batch > 0 else 0  # positions that anyone takes part in
+        return ChainResult(act=act, logp=torch.zeros(batch, n, device=device),
+                           value=torch.zeros(batch, n, device=device), probs=probs)
+
+    def _priority_chain(self, obs: torch.Tensor, participating: torch.Tensor, order: torch.Tensor, *,
+                        greedy: bool, with_value: bool) -> ChainResult:
+        """STEP: position by position; each agent's input is built incrementally.
+
+        After position p acts, phi(a^p, c_k) is added to the running sum of superior features
+        (the set form of E, :class:`agents.networks.NLevelPolicy`), so position p + 1 reads
+        exactly its superiors. With values, the critics' flat STMG inputs are kept up to date
+        too. When every row has the same order (a fixed order), agents are plain ints: column
+        slices instead of gathers. Runs without autograd (it writes tensors in place).
+        """
+        spec, n, model = self.spec, self.spec.n_agents, self.model
+        actor = model.actor
+        assert isinstance(actor, NLevelPolicy)  # internal: only STEP uses prior actions
+        batch, device = obs.shape[0], obs.device
+        res = self._empty_result(batch, device)
+        if batch == 0:
+            return res
+        rows = torch.arange(batch, device=device)
+        n_part = participating.sum(1).long()  # (B,)
+        steps, n_all = int(n_part.max()), int(n_part.min())  # anyone / everyone takes part
+        fixed = bool((order == order[0]).all())
+        agents_at = order[0].tolist() if fixed else None
+        d, slot = spec.obs_dim, spec.slot_size
+        valid_actions: torch.Tensor = model.valid_actions  # type: ignore[assignment]
+        generated = model.generated()  # the same for every position: compute it once
+        code_part = actor.code_part()
+        pooled = obs.new_zeros(batch, actor.state_embedding.in_features - d)  # sum of phi
+        state_in = obs.new_zeros(batch, d + n * slot + n) if with_value else None
         for p in range(steps):
-            active = p < n_part  # (B,)
-            everyone = bool(active.all())  # the common case: no masking needed
-            agent = order[:, p]  # (B,)
-            act_enc = encode_joint_action(spec, act)  # (B, n, slot): superiors' rows are final
-            dist, v = self.model.evaluate(
-                obs=obs, act_enc=act_enc, alive=participating, pos_of=pos_of, agent=agent,
-                priority=torch.full_like(agent, p), with_value=with_value, generated=generated)
+            active = None if p < n_all else p < n_part  # None: every row takes part
+            k: int | torch.Tensor = agents_at[p] if agents_at is not None else order[:, p]
+            agent = torch.full((batch,), k, dtype=torch.long, device=device) if isinstance(k, int) else k
+            own = obs[:, k] if isinstance(k, int) else obs[rows, k]
+            out, log_std = actor.target(actor.embed(own, pooled), p, generated)
+            dist = MaskedDistribution(kind=spec.action_kind, out=out, log_std=log_std,
+                                      valid=valid_actions[k], all_valid=model.all_actions_valid)
             a = dist.mode() if greedy else dist.sample()
             if spec.action_kind == "box":
                 a = a * dist.valid  # padded dimensions stay 0
-            lp = dist.log_prob(a)
-            if everyone:
-                act[rows, agent] = a
-                logp[rows, agent] = lp
-                if probs is not None:
-                    probs[rows, agent] = dist.probs()
-                if v is not None:
-                    value[rows, agent] = v
-                continue
-            keep = active.float()
-            if spec.action_kind == "discrete":
-                act[rows, agent] = torch.where(active, a, act[rows, agent])
-                assert probs is not None
-                probs[rows, agent] = torch.where(active.unsqueeze(1), dist.probs(), probs[rows, agent])
-            else:
-                act[rows, agent] = torch.where(active.unsqueeze(1), a, act[rows, agent])
-            logp[rows, agent] = torch.where(active, lp, logp[rows, agent])
+            v = None
+            if state_in is not None:
+                state_in[:, :d] = own
+                critic_in = torch.cat([state_in, F.one_hot(torch.full_like(agent, p), n).float(),
+                                       F.one_hot(agent, n).float()], dim=1)
+                v = model.critics(critic_in, agent).squeeze(-1)
+            self._record(res, dist, a, v, rows, agent, active)
+            enc = encode_agent_actions(spec, a, agent)  # (B, slot)
+            feature = actor.superior_features(enc, k, code_part)  # (B, hidden)
+            keep = None if active is None else active.float().unsqueeze(1)
+            pooled = pooled + (feature if keep is None else feature * keep)
+            if state_in is not None:
+                table = state_in[:, d:d + n * slot].view(batch, n, slot)
+                mask = state_in[:, d + n * slot:]
+                table[rows, agent] = enc if keep is None else enc * keep
+                mask[rows, agent] = 1.0 if keep is None else keep.squeeze(1)
+        return res
+
+    def _simultaneous(self, obs: torch.Tensor, participating: torch.Tensor, order: torch.Tensor, *,
+                      greedy: bool, with_value: bool) -> ChainResult:
+        """Baselines: every participating agent acts at once, from its own inputs."""
+        spec, model = self.spec, self.model
+        res = self._empty_result(obs.shape[0], obs.device)
+        rows, agent = participating.nonzero(as_tuple=True)
+        if rows.numel() == 0:
+            return res
+        pos_of = position_of(order)
+        act_enc = obs.new_zeros(rows.numel(), spec.n_agents, spec.slot_size)  # unused by baselines
+        inputs = model.inputs(obs=obs[rows], act_enc=act_enc, alive=participating[rows],
+                              pos_of=pos_of[rows], agent=agent, priority=pos_of[rows, agent])
+        dist, v = model.heads(inputs, agent=agent, priority=pos_of[rows, agent], with_value=with_value)
+        a = dist.mode() if greedy else dist.sample()
+        if spec.action_kind == "box":
+            a = a * dist.valid
+        self._record(res, dist, a, v, rows, agent, None)
+        return res
+
+    @staticmethod
+    def _record(res: ChainResult, dist: MaskedDistribution, a: torch.Tensor, v: torch.Tensor | None,
+                rows: torch.Tensor, agent: torch.Tensor, active: torch.Tensor | None) -> None:
+        """Write the pairs' actions, log-probs, values and probabilities into ``res``;
+        with ``active`` given, only its rows (the others keep what they hold)."""
+        lp = dist.log_prob(a)
+        if active is None:
+            res.act[rows, agent] = a
+            res.logp[rows, agent] = lp
+            if res.probs is not None:
+                res.probs[rows, agent] = dist.probs()
             if v is not None:
-                value[rows, agent] = v * keep + value[rows, agent] * (1 - keep)
-        return ChainResult(act=act, logp=logp, value=value, probs=probs)
+                res.value[rows, agent] = v
+            return
+        col = active.unsqueeze(1)
+        res.act[rows, agent] = torch.where(col if a.ndim == 2 else active, a, res.act[rows, agent])
+        res.logp[rows, agent] = torch.where(active, lp, res.logp[rows, agent])
+        if res.probs is not None:
+            res.probs[rows, agent] = torch.where(col, dist.probs(), res.probs[rows, agent])
+        if v is not None:
+            res.value[rows, agent] = torch.where(active, v, res.value[rows, agent])
+
+    def evaluate_joint(self, obs: torch.Tensor, alive: torch.Tensor, order: torch.Tensor,
+                       act: torch.Tensor) -> ChainResult:
+        """Log-probabilities and values of given joint actions, all acting agents at once.
+
+        Agent i's input holds the actions its superiors actually took in ``act`` (what the
+        STMG observation carried when it acted). Used by the learner for PPO's old
+        log-probabilities and V^i, in one batched pass instead of during collection.
+
+        Args:
+            obs: (B, n_agents, obs_dim); alive: (B, n_agents); order: (B, n_agents) long;
+            act: (B, n_agents) long or (B, n_agents, max_action_size) float.
+        """
+        model, spec = self.model, self.spec
+        res = self._empty_result(obs.shape[0], obs.device)
+        res.act = act
+        rows, agent = alive.nonzero(as_tuple=True)
+        if rows.numel() == 0:
+            return res
+        pos_of = position_of(order)
+        priority = pos_of[rows, agent]
+        inputs = model.inputs(obs=obs[rows], act_enc=encode_joint_action(spec, act[rows]),
+                              alive=alive[rows], pos_of=pos_of[rows], agent=agent, priority=priority)
+        dist, v = model.heads(inputs, agent=agent, priority=priority)
+        self._record(res, dist, act[rows, agent], v, rows, agent, None)
+        return res
 
     def forward(self, batch: Any, state: Any = None, **kwargs: Any) -> Batch:
-        """Joint action for a batch of adapter observations; ``policy`` holds logp and values."""
+        """Joint action for a batch of adapter observations."""
         obs, alive, _, order = batch_tensors(batch.obs)
         greedy = self.deterministic_eval and not self.is_within_training_step
         with torch.inference_mode():  # cheaper than no_grad; the outputs leave as numpy
-            res = self.chain(obs, alive, order, greedy=greedy)
-        return Batch(act=res.act.cpu().numpy(), state=state,
-                     policy=Batch(logp=res.logp.cpu().numpy(), v=res.value.cpu().numpy()))
+            # No critics here: the learner evaluates log-probabilities and values of the
+            # whole collected batch at once (STEPAlgorithm._preprocess_batch).
+            res = self.chain(obs, alive, order, greedy=greedy, with_value=False)
+        return Batch(act=res.act.cpu().numpy(), state=state)

@@ -144,11 +144,18 @@ def _stub_chain(obs: torch.Tensor, participating: torch.Tensor, order: torch.Ten
     return ChainResult(act=act, logp=torch.zeros(batch, n), value=value, probs=None)
 
 
+def _stub_evaluate_joint(obs: torch.Tensor, alive: torch.Tensor, order: torch.Tensor,
+                         act: torch.Tensor) -> ChainResult:
+    """The learner's batched V^i of the actions taken: the same V_k = (k + 1) * t."""
+    return _stub_chain(obs, alive, order, greedy=False)
+
+
 def test_collector_buffer_and_advantages_by_hand() -> None:
     env = JointStepEnv(env=DyingEnv(), order=ORDER)
     learner = build_learner(spec=env.joint_spec,
                             config=STEPConfig(gamma=0.5, gae_lambda=0.5), env=env)
     learner.policy.chain = _stub_chain  # type: ignore[method-assign]
+    learner.policy.evaluate_joint = _stub_evaluate_joint  # type: ignore[method-assign]
     venv = DummyVectorEnv([lambda: JointStepEnv(env=DyingEnv(), order=ORDER)])
     collector = Collector(learner.policy, venv, VectorReplayBuffer(16, 1))
     collector.reset()

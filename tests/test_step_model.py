@@ -25,7 +25,7 @@ def _spec(n_agents: int, n_actions: int = 3, obs_dim: int = 4) -> JointSpec:
 
 def test_hypernetwork_output_shapes() -> None:
     for target_hidden in (0, 8):
-        net = NLevelPolicy(state_input_size=10, n_priorities=3, hidden=16, embedding_size=4,
+        net = NLevelPolicy(obs_size=1, n_agents=3, slot_size=2, hidden=16, embedding_size=4,
                            target_hidden=target_hidden, out_size=5, gaussian=True)
         expected = (16 * 5 + 5) if target_hidden == 0 else (16 * 8 + 8 + 8 * 5 + 5)
         assert net.generated().shape == (3, expected + 5), "weights, biases and a log-std per priority"
@@ -35,32 +35,78 @@ def test_hypernetwork_output_shapes() -> None:
 
 def test_generated_policies_differ_by_priority() -> None:
     torch.manual_seed(0)
-    net = NLevelPolicy(state_input_size=6, n_priorities=2, hidden=8, embedding_size=4,
+    net = NLevelPolicy(obs_size=2, n_agents=2, slot_size=1, hidden=8, embedding_size=4,
                        target_hidden=0, out_size=3, gaussian=False)
     x = torch.randn(1, 6).expand(2, 6)
     out, _ = net(x, torch.tensor([0, 1]))
     assert not torch.allclose(out[0], out[1]), "the same state must map to per-priority policies"
 
 
-@pytest.mark.parametrize("variant", [Variant.STEP])
-def test_actor_parameters_grow_only_by_embedding_and_prior_action_input(variant: Variant) -> None:
-    cfg = STEPConfig(variant=variant)
+@pytest.mark.parametrize("action_kind", ["discrete", "box"])
+def test_actor_parameters_grow_only_by_the_priority_embedding(action_kind: str) -> None:
+    cfg = STEPConfig()
     counts = {}
-    for n in (2, 3, 9):
+    for n in (2, 3, 9, 17):
         # Same obs and action sizes, so only the number of agents changes the model.
-        model = MultiAgentActorCritic(spec=_spec(n), config=cfg)
-        counts[n] = count_parameters(model.actor)
-    # The state-embedding input holds the prior-action table (n * slot + n), which grows with
-    # n by construction of the STMG observation; everything else is fixed except e^i.
-    per_agent_input = (3 + 1) * cfg.hidden_size  # one slot (3) + mask entry, times E's width
-    per_agent = cfg.priority_embedding_size + per_agent_input
-    assert counts[3] - counts[2] == per_agent
-    assert counts[9] - counts[2] == 7 * per_agent
+        spec = _spec(n) if action_kind == "discrete" else _box_spec(n)
+        counts[n] = count_parameters(MultiAgentActorCritic(spec=spec, config=cfg).actor)
+    # E reads superiors as a set (shared weights, fixed agent codes): only e^i grows.
+    assert counts[3] - counts[2] == cfg.priority_embedding_size
+    assert counts[17] - counts[2] == 15 * cfg.priority_embedding_size
+
+
+def _box_spec(n_agents: int) -> JointSpec:
+    agents = [f"agent_{k}" for k in range(n_agents)]
+    enc = stmg.STMGEncoder(agents, {a: spaces.Box(-1, 1, (2,), np.float32) for a in agents},
+                           {a: spaces.Box(-1, 1, (3,)) for a in agents}, flatten=True)
+    return JointSpec.from_encoder(enc)
+
+
+def test_state_embedding_reads_who_played_what_and_only_superiors() -> None:
+    torch.manual_seed(0)
+    net = NLevelPolicy(obs_size=1, n_agents=3, slot_size=2, hidden=8, embedding_size=4,
+                       target_hidden=0, out_size=2, gaussian=False)
+
+    def state(a0: list[float], a1: list[float], a2: list[float], mask: list[float]) -> torch.Tensor:
+        return torch.tensor([[0.3] + a0 + a1 + a2 + mask])  # [obs, table (3 x 2), mask (3)]
+
+    x, y = [1.0, 0.0], [0.0, 1.0]
+    base = net.embed_state(state(x, y, [0.0, 0.0], [1.0, 1.0, 0.0]))
+    swapped = net.embed_state(state(y, x, [0.0, 0.0], [1.0, 1.0, 0.0]))
+    assert not torch.allclose(base, swapped), "which superior played which action must matter"
+    hidden_entry = net.embed_state(state(x, y, [5.0, -5.0], [1.0, 1.0, 0.0]))
+    torch.testing.assert_close(base, hidden_entry, rtol=0, atol=0)  # not a superior: ignored
+    no_superiors = net.embed_state(state(x, y, [0.0, 0.0], [0.0, 0.0, 0.0]))
+    torch.testing.assert_close(no_superiors, net.embed_state(state([0.0] * 2, [0.0] * 2, [0.0] * 2, [0.0] * 3)))
+
+
+@pytest.mark.parametrize("action_kind", ["discrete", "box"])
+def test_chain_and_batched_evaluation_agree(action_kind: str) -> None:
+    """The collector's incremental priority chain and the learner's batched evaluation of the
+    same joint actions give the same log-probabilities and values (random orders, some agents
+    not taking part)."""
+    from agents.policy import STEPPolicy
+
+    torch.manual_seed(1)
+    spec = _spec(3) if action_kind == "discrete" else _box_spec(3)
+    model = MultiAgentActorCritic(spec=spec, config=STEPConfig())
+    policy = STEPPolicy(model=model, action_space=spaces.Discrete(2))
+    batch = 32
+    obs = torch.randn(batch, 3, spec.obs_dim)
+    order = torch.stack([torch.randperm(3) for _ in range(batch)])
+    n_part = torch.randint(1, 4, (batch,))
+    participating = (position_of(order) < n_part.unsqueeze(1)).float()
+    with torch.no_grad():
+        sampled = policy.chain(obs, participating, order, greedy=False, with_value=True)
+        again = policy.evaluate_joint(obs, participating, order, sampled.act)
+    torch.testing.assert_close(again.logp, sampled.logp, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(again.value, sampled.value, rtol=1e-5, atol=1e-5)
+    assert bool((sampled.logp[participating == 0] == 0).all())
 
 
 def test_regulariser_zero_when_unchanged_positive_when_changed() -> None:
     torch.manual_seed(0)
-    net = NLevelPolicy(state_input_size=6, n_priorities=3, hidden=8, embedding_size=4,
+    net = NLevelPolicy(obs_size=2, n_agents=3, slot_size=1, hidden=8, embedding_size=4,
                        target_hidden=0, out_size=3, gaussian=False)
     snapshot = net.generated(torch.arange(2)).detach().clone()
     assert hypernetwork_regulariser(net, snapshot, beta=1.0).item() == 0.0
