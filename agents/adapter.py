@@ -124,6 +124,7 @@ class JointStepEnv(gym.Env[np.ndarray, np.ndarray]):
         n = spec.n_agents
         self._index = {a: k for k, a in enumerate(spec.possible_agents)}
         self._base_spaces = self.game.encoder.base_spaces
+        self._box_obs = {a: type(s) is spaces.Box for a, s in self._base_spaces.items()}
         width = spec.obs_dim + EXTRA_COLUMNS
         low = np.full((n, width), -np.inf, np.float32)
         high = np.full((n, width), np.inf, np.float32)
@@ -151,13 +152,11 @@ class JointStepEnv(gym.Env[np.ndarray, np.ndarray]):
 
     # --- helpers -----------------------------------------------------------------------------
     def _base_obs(self, agent: str) -> np.ndarray:
+        """``agent``'s base observation, flat (a view where possible; callers copy it)."""
         raw = self.game.base_observation_of(agent)
-        space = self._base_spaces[agent]
-        if type(space) is spaces.Box:  # fast path: what spaces.flatten does for a Box
-            flat = np.array(raw, dtype=space.dtype).reshape(-1)
-        else:
-            flat = np.asarray(spaces.flatten(space, raw))
-        return flat.astype(np.float32, copy=False)
+        if self._box_obs[agent]:  # fast path: what spaces.flatten does for a Box
+            return np.asarray(raw).reshape(-1)
+        return np.asarray(spaces.flatten(self._base_spaces[agent], raw))
 
     def _observation(self, last_order: Sequence[str]) -> np.ndarray:
         """The observation after a time step; ``self._extra_obs`` holds the just-truncated agents."""
@@ -236,7 +235,7 @@ class JointStepEnv(gym.Env[np.ndarray, np.ndarray]):
             if trunc:
                 just_truncated.append(agent)
         # Keep the last observation of agents truncated now: their value is bootstrapped from it.
-        self._extra_obs = {a: self._base_obs(a) for a in just_truncated}
+        self._extra_obs = {a: self._base_obs(a).astype(np.float32) for a in just_truncated}
         # Dead agents are stepped with None before anything else can happen (PettingZoo).
         while game.agents and (game.terminations[str(game.agent_selection)]
                                or game.truncations[str(game.agent_selection)]):

@@ -40,19 +40,22 @@ def encode_joint_action(spec: JointSpec, act: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def encode_agent_actions(spec: JointSpec, act: torch.Tensor, agent: torch.Tensor) -> torch.Tensor:
+def encode_agent_actions(spec: JointSpec, act: torch.Tensor, agent: torch.Tensor | None) -> torch.Tensor:
     """Encode one action per row as its agent's prior-action slot.
 
     Args:
         spec: the game's sizes.
         act: (B,) long (Discrete) or (B, max_action_size) float (Box) actions.
-        agent: (B,) long, whose action each row is (Box bounds are per agent).
+        agent: (B,) long, whose action each row is (Box bounds are per agent; may be None for
+            Discrete actions).
 
     Returns:
         (B, slot_size) float32: the row :func:`encode_joint_action` gives that agent.
     """
     if spec.action_kind == "discrete":
         return F.one_hot(act.long().clamp(min=0), spec.slot_size).float()
+    if agent is None:
+        raise ValueError("encode_agent_actions needs the agents of Box actions (their bounds)")
     low, high = _bounds(spec, act.device)
     clipped = torch.maximum(torch.minimum(act.float(), high[agent]), low[agent])
     out = torch.zeros(act.shape[0], spec.slot_size, dtype=torch.float32, device=act.device)

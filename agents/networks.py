@@ -181,9 +181,18 @@ class NLevelPolicy(nn.Module):
         batch = state_input.shape[0]
         table = state_input[:, d:d + n * slot].reshape(batch, n, slot)
         mask = state_input[:, d + n * slot:d + n * slot + n]
-        w_action = self.action_encoder.weight[:, :slot]  # (hidden, slot)
-        phi = torch.tanh(torch.matmul(table, w_action.t()) + self.code_part())  # (B, n, hidden)
-        pooled = torch.bmm(mask.unsqueeze(1), phi).squeeze(1)  # (B, hidden): sum over superiors
+        code_part = self.code_part()  # (n, hidden)
+        # Only the slots that are a superior's in some row contribute: skip the others (all
+        # of them for a batch of leaders, half for the followers of a two-agent game).
+        used = (mask > 0).any(0)  # (n,)
+        if not bool(used.all()):
+            table, mask, code_part = table[:, used], mask[:, used], code_part[used]
+        if table.shape[1] == 0:
+            pooled = state_input.new_zeros(batch, code_part.shape[1])
+        else:
+            w_action = self.action_encoder.weight[:, :slot]  # (hidden, slot)
+            phi = torch.tanh(torch.matmul(table, w_action.t()) + code_part)  # (B, m, hidden)
+            pooled = torch.bmm(mask.unsqueeze(1), phi).squeeze(1)  # (B, hidden): sum over superiors
         return self.embed(state_input[:, :d], pooled)
 
     def forward(self, state_input: torch.Tensor, priority: torch.Tensor | int,
@@ -266,6 +275,7 @@ class MaskedDistribution:
                  valid: torch.Tensor, all_valid: bool = False) -> None:
         self.kind = kind
         self.valid = valid
+        self.all_valid = all_valid
         self._probs: torch.Tensor | None = None
         self.normal: torch.distributions.Normal | None = None
         if kind == "discrete":
@@ -291,6 +301,8 @@ class MaskedDistribution:
         cdf = probs.cumsum(-1)
         u = torch.rand(cdf.shape[:-1] + (1,), dtype=cdf.dtype, device=cdf.device) * cdf[..., -1:]
         index = torch.searchsorted(cdf, u, side="right").squeeze(-1)
+        if self.all_valid:
+            return index.clamp_(max=cdf.shape[-1] - 1)
         last_valid = self.valid.sum(-1) - 1  # valid entries are a prefix of the padded head
         return torch.minimum(index, last_valid)
 

@@ -36,9 +36,7 @@ class ChainResult:
     logp: torch.Tensor
     """(B, n_agents) log-probabilities of the actions taken; 0 for agents not acting."""
     value: torch.Tensor
-    """(B, n_agents) V^i of each acting agent; 0 elsewhere."""
-    probs: torch.Tensor | None
-    """(B, n_agents, max_action_size) action probabilities (discrete only)."""
+    """(B, n_agents) V^i of each acting agent; 0 elsewhere (unless computed: 0 everywhere)."""
 
 
 def batch_tensors(obs: Any, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -73,7 +71,7 @@ class STEPPolicy(Policy):
         (per-agent GAE lives in :mod:`agents.gae`), and the warm-up costs seconds per process."""
 
     def chain(self, obs: torch.Tensor, participating: torch.Tensor, order: torch.Tensor, *,
-              greedy: bool, with_value: bool = True) -> ChainResult:
+              greedy: bool, with_value: bool = True, with_logp: bool = True) -> ChainResult:
         """Sample (or pick greedily) a joint action for a batch of time steps.
 
         STEP runs the priority chain: the agent at position p sees the actions sampled by
@@ -86,10 +84,13 @@ class STEPPolicy(Policy):
             order: (B, n_agents) long agent indices in priority order.
             greedy: take the most probable action instead of sampling.
             with_value: also evaluate the critics.
+            with_logp: also compute the log-probabilities of the actions (else left at 0).
         """
         if self.model.uses_prior_actions:
-            return self._priority_chain(obs, participating, order, greedy=greedy, with_value=with_value)
-        return self._simultaneous(obs, participating, order, greedy=greedy, with_value=with_value)
+            return self._priority_chain(obs, participating, order, greedy=greedy,
+                                        with_value=with_value, with_logp=with_logp)
+        return self._simultaneous(obs, participating, order, greedy=greedy, with_value=with_value,
+                                  with_logp=with_logp)
 
     def _empty_result(self, batch: int, device: torch.device) -> ChainResult:
         spec, n = self.spec, self.spec.n_agents
@@ -97,13 +98,11 @@ class STEPPolicy(Policy):
             act = torch.zeros(batch, n, dtype=torch.long, device=device)
         else:
             act = torch.zeros(batch, n, spec.max_action_size, device=device)
-        probs = (torch.zeros(batch, n, spec.max_action_size, device=device)
-                 if spec.action_kind == "discrete" else None)
         return ChainResult(act=act, logp=torch.zeros(batch, n, device=device),
-                           value=torch.zeros(batch, n, device=device), probs=probs)
+                           value=torch.zeros(batch, n, device=device))
 
     def _priority_chain(self, obs: torch.Tensor, participating: torch.Tensor, order: torch.Tensor, *,
-                        greedy: bool, with_value: bool) -> ChainResult:
+                        greedy: bool, with_value: bool, with_logp: bool) -> ChainResult:
         """STEP: position by position; each agent's input is built incrementally.
 
         After position p acts, phi(a^p, c_k) is added to the running sum of superior features
@@ -133,21 +132,26 @@ class STEPPolicy(Policy):
         for p in range(steps):
             active = None if p < n_all else p < n_part  # None: every row takes part
             k: int | torch.Tensor = agents_at[p] if agents_at is not None else order[:, p]
-            agent = torch.full((batch,), k, dtype=torch.long, device=device) if isinstance(k, int) else k
-            own = obs[:, k] if isinstance(k, int) else obs[rows, k]
+            # Where this position's agent sits in (B, n_agents) tensors: a column, or a gather.
+            sel: tuple[Any, ...] = (slice(None), k) if isinstance(k, int) else (rows, k)
+            own = obs[sel]
             out, log_std = actor.target(actor.embed(own, pooled), p, generated)
             dist = MaskedDistribution(kind=spec.action_kind, out=out, log_std=log_std,
                                       valid=valid_actions[k], all_valid=model.all_actions_valid)
             a = dist.mode() if greedy else dist.sample()
             if spec.action_kind == "box":
                 a = a * dist.valid  # padded dimensions stay 0
+            agent = k if not isinstance(k, int) else (
+                torch.full((batch,), k, dtype=torch.long, device=device)
+                if state_in is not None or spec.action_kind == "box" else None)
             v = None
             if state_in is not None:
+                assert agent is not None
                 state_in[:, :d] = own
                 critic_in = torch.cat([state_in, F.one_hot(torch.full_like(agent, p), n).float(),
                                        F.one_hot(agent, n).float()], dim=1)
                 v = model.critics(critic_in, agent).squeeze(-1)
-            self._record(res, dist, a, v, rows, agent, active)
+            self._record(res, dist, a, v, sel, active, with_logp)
             enc = encode_agent_actions(spec, a, agent)  # (B, slot)
             feature = actor.superior_features(enc, k, code_part)  # (B, hidden)
             keep = None if active is None else active.float().unsqueeze(1)
@@ -155,12 +159,12 @@ class STEPPolicy(Policy):
             if state_in is not None:
                 table = state_in[:, d:d + n * slot].view(batch, n, slot)
                 mask = state_in[:, d + n * slot:]
-                table[rows, agent] = enc if keep is None else enc * keep
-                mask[rows, agent] = 1.0 if keep is None else keep.squeeze(1)
+                table[sel] = enc if keep is None else enc * keep
+                mask[sel] = 1.0 if keep is None else keep.squeeze(1)
         return res
 
     def _simultaneous(self, obs: torch.Tensor, participating: torch.Tensor, order: torch.Tensor, *,
-                      greedy: bool, with_value: bool) -> ChainResult:
+                      greedy: bool, with_value: bool, with_logp: bool) -> ChainResult:
         """Baselines: every participating agent acts at once, from its own inputs."""
         spec, model = self.spec, self.model
         res = self._empty_result(obs.shape[0], obs.device)
@@ -175,30 +179,27 @@ class STEPPolicy(Policy):
         a = dist.mode() if greedy else dist.sample()
         if spec.action_kind == "box":
             a = a * dist.valid
-        self._record(res, dist, a, v, rows, agent, None)
+        self._record(res, dist, a, v, (rows, agent), None, with_logp)
         return res
 
     @staticmethod
     def _record(res: ChainResult, dist: MaskedDistribution, a: torch.Tensor, v: torch.Tensor | None,
-                rows: torch.Tensor, agent: torch.Tensor, active: torch.Tensor | None) -> None:
-        """Write the pairs' actions, log-probs, values and probabilities into ``res``;
-        with ``active`` given, only its rows (the others keep what they hold)."""
-        lp = dist.log_prob(a)
+                sel: tuple[Any, ...], active: torch.Tensor | None, with_logp: bool = True) -> None:
+        """Write the pairs' actions, log-probs and values into ``res`` at ``sel`` (an index
+        into (B, n_agents)); with ``active`` given, only its rows (the others keep theirs)."""
+        lp = dist.log_prob(a) if with_logp else None
         if active is None:
-            res.act[rows, agent] = a
-            res.logp[rows, agent] = lp
-            if res.probs is not None:
-                res.probs[rows, agent] = dist.probs()
+            res.act[sel] = a
+            if lp is not None:
+                res.logp[sel] = lp
             if v is not None:
-                res.value[rows, agent] = v
+                res.value[sel] = v
             return
-        col = active.unsqueeze(1)
-        res.act[rows, agent] = torch.where(col if a.ndim == 2 else active, a, res.act[rows, agent])
-        res.logp[rows, agent] = torch.where(active, lp, res.logp[rows, agent])
-        if res.probs is not None:
-            res.probs[rows, agent] = torch.where(col, dist.probs(), res.probs[rows, agent])
+        res.act[sel] = torch.where(active.unsqueeze(1) if a.ndim == 2 else active, a, res.act[sel])
+        if lp is not None:
+            res.logp[sel] = torch.where(active, lp, res.logp[sel])
         if v is not None:
-            res.value[rows, agent] = torch.where(active, v, res.value[rows, agent])
+            res.value[sel] = torch.where(active, v, res.value[sel])
 
     def evaluate_joint(self, obs: torch.Tensor, alive: torch.Tensor, order: torch.Tensor,
                        act: torch.Tensor) -> ChainResult:
@@ -223,7 +224,7 @@ class STEPPolicy(Policy):
         inputs = model.inputs(obs=obs[rows], act_enc=encode_joint_action(spec, act[rows]),
                               alive=alive[rows], pos_of=pos_of[rows], agent=agent, priority=priority)
         dist, v = model.heads(inputs, agent=agent, priority=priority)
-        self._record(res, dist, act[rows, agent], v, rows, agent, None)
+        self._record(res, dist, act[rows, agent], v, (rows, agent), None)
         return res
 
     def forward(self, batch: Any, state: Any = None, **kwargs: Any) -> Batch:
@@ -233,5 +234,5 @@ class STEPPolicy(Policy):
         with torch.inference_mode():  # cheaper than no_grad; the outputs leave as numpy
             # No critics here: the learner evaluates log-probabilities and values of the
             # whole collected batch at once (STEPAlgorithm._preprocess_batch).
-            res = self.chain(obs, alive, order, greedy=greedy, with_value=False)
+            res = self.chain(obs, alive, order, greedy=greedy, with_value=False, with_logp=False)
         return Batch(act=res.act.cpu().numpy(), state=state)

@@ -1,6 +1,6 @@
 """Benchmark: STEP vs plain Tianshou PPO wall time, and policy parameter counts vs agent count.
 
-    python benchmarks/bench_step.py                 # 2 timed trials each, 10,000 steps
+    python benchmarks/bench_step.py                 # 5 timed trials each, 10,000 steps
     python benchmarks/bench_step.py --trials 3 --steps 10000 --max-agents 17
 
 Timing: one 10,000-step STEP trial on Penalty k=-100 against Tianshou's own ``PPO`` on the
@@ -23,6 +23,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
@@ -54,8 +55,8 @@ class FlatPenalty(gym.Env[np.ndarray, int]):
         return np.ones(1, np.float32), reward, False, self.t >= self.episode_length, {}
 
 
-def train_plain_ppo(config: STEPConfig, steps: int, seed: int) -> float:
-    """Seconds for one Tianshou PPO run with the same collector settings."""
+def train_plain_ppo(config: STEPConfig, steps: int, seed: int) -> tuple[float, float]:
+    """(wall, CPU) seconds for one Tianshou PPO run with the same collector settings."""
     from tianshou.algorithm import PPO
     from tianshou.algorithm.modelfree.reinforce import ProbabilisticActorPolicy
     from tianshou.algorithm.optim import AdamOptimizerFactory
@@ -67,7 +68,7 @@ def train_plain_ppo(config: STEPConfig, steps: int, seed: int) -> float:
 
     torch.manual_seed(seed)
     torch.set_num_threads(config.torch_threads)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     env = FlatPenalty()
     h = config.hidden_size
     actor = DiscreteActor(preprocess_net=Net(state_shape=1, hidden_sizes=[h, h]), action_shape=9,
@@ -88,14 +89,14 @@ def train_plain_ppo(config: STEPConfig, steps: int, seed: int) -> float:
         update_step_num_repetitions=config.epochs, batch_size=None, test_collector=None,
         verbose=False, show_progress=False))
     venv.close()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu_start
 
 
-def train_step(config: STEPConfig, steps: int, seed: int) -> float:
-    """Seconds for one STEP run on Penalty k=-100."""
-    start = time.perf_counter()
+def train_step(config: STEPConfig, steps: int, seed: int) -> tuple[float, float]:
+    """(wall, CPU) seconds for one STEP run on Penalty k=-100."""
+    start, cpu_start = time.perf_counter(), time.process_time()
     train(lambda: matrix.MatrixGame(matrix.penalty(-100.0)), config=config, total_steps=steps, seed=seed)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu_start
 
 
 def parameter_counts(max_agents: int) -> list[tuple[int, int, int]]:
@@ -114,18 +115,27 @@ def parameter_counts(max_agents: int) -> list[tuple[int, int, int]]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=10_000, help="environment steps per trial")
-    parser.add_argument("--trials", type=int, default=2, help="timed trials of each")
+    parser.add_argument("--trials", type=int, default=5, help="timed trials of each (interleaved)")
     parser.add_argument("--max-agents", type=int, default=17, help="largest agent count to count")
     args = parser.parse_args(argv)
     config = STEPConfig.matrix_games()
     train_step(config, 400, seed=99)  # warm-up: imports, first-use costs
     train_plain_ppo(config, 400, seed=99)
-    step_times = [train_step(config, args.steps, seed) for seed in range(args.trials)]
-    ppo_times = [train_plain_ppo(config, args.steps, seed) for seed in range(args.trials)]
-    s, p = float(np.mean(step_times)), float(np.mean(ppo_times))
-    print(f"STEP  {args.steps} steps: {s:.2f} s per trial ({', '.join(f'{t:.2f}' for t in step_times)})")
-    print(f"PPO   {args.steps} steps: {p:.2f} s per trial ({', '.join(f'{t:.2f}' for t in ppo_times)})")
-    print(f"ratio STEP / plain PPO: {s / p:.2f}x")
+    # Interleaved (STEP, PPO, STEP, PPO, ...) so that load from other jobs hits both alike.
+    # Wall time is what a user waits; this process's CPU time is less sensitive to other jobs
+    # on a shared machine. Both are reported as ratios of medians.
+    step_times, ppo_times = [], []
+    for seed in tqdm(range(args.trials), desc="timed trials (STEP + PPO)", disable=args.trials < 2):
+        step_times.append(train_step(config, args.steps, seed))
+        ppo_times.append(train_plain_ppo(config, args.steps, seed))
+    for label, column in (("wall", 0), ("CPU", 1)):
+        s = float(np.median([t[column] for t in step_times]))
+        p = float(np.median([t[column] for t in ppo_times]))
+        print(f"{label:4} STEP {args.steps} steps: median {s:.2f} s per trial "
+              f"({', '.join(f'{t[column]:.2f}' for t in step_times)})")
+        print(f"{label:4} PPO  {args.steps} steps: median {p:.2f} s per trial "
+              f"({', '.join(f'{t[column]:.2f}' for t in ppo_times)})")
+        print(f"{label:4} ratio STEP / plain PPO (medians): {s / p:.2f}x")
     print("\nactor parameters   n_agents   STEP (shared N-level)   HAPPO (one actor per agent)")
     for n, step_count, happo_count in parameter_counts(args.max_agents):
         print(f"{'':19}{n:8d}   {step_count:21d}   {happo_count:27d}")

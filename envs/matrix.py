@@ -43,6 +43,8 @@ import numpy as np
 from gymnasium import spaces
 from pettingzoo.utils.env import ParallelEnv
 
+from stmg.encoding import ActionCodec
+
 __all__ = [
     "MatrixGame",
     "climbing",
@@ -192,6 +194,7 @@ class MatrixGame(ParallelEnv):  # type: ignore[misc]
         self._action_spaces = {
             a: spaces.Discrete(int(size)) for a, size in zip(self.possible_agents, self.payoffs.shape[1:], strict=True)
         }
+        self._action_codecs = {a: ActionCodec(space) for a, space in self._action_spaces.items()}
         self._t = 0
         self._last: tuple[tuple[int, ...], np.ndarray] | None = None
 
@@ -221,9 +224,9 @@ class MatrixGame(ParallelEnv):  # type: ignore[misc]
             raise ValueError(f"actions are missing for agents {missing}; got actions for {sorted(actions)}")
         joint = []
         for agent in self.agents:
-            action, space = actions[agent], self._action_spaces[agent]
-            if not space.contains(action):
-                raise ValueError(f"action {action!r} of {agent!r} is not in {space}")
+            action = actions[agent]
+            if not self._action_codecs[agent].contains(action):  # gymnasium's check, faster
+                raise ValueError(f"action {action!r} of {agent!r} is not in {self._action_spaces[agent]}")
             joint.append(int(action))
         rewards_vec = self.payoffs[_index(slice(None), *joint)]
         self._t += 1

@@ -135,13 +135,13 @@ def test_per_agent_gae_by_hand() -> None:
 
 
 def _stub_chain(obs: torch.Tensor, participating: torch.Tensor, order: torch.Tensor, *,
-                greedy: bool, with_value: bool = True) -> ChainResult:
+                greedy: bool, with_value: bool = True, with_logp: bool = True) -> ChainResult:
     """Fixed joint action; V_k = (k + 1) * t from the observation [k, t] of participants."""
     batch, n = obs.shape[:2]
     k = torch.arange(n, dtype=torch.float32)
     value = (k + 1) * obs[..., 1] * participating  # (B, n)
     act = torch.as_tensor(JOINT).expand(batch, n).clone() * participating.long()
-    return ChainResult(act=act, logp=torch.zeros(batch, n), value=value, probs=None)
+    return ChainResult(act=act, logp=torch.zeros(batch, n), value=value)
 
 
 def _stub_evaluate_joint(obs: torch.Tensor, alive: torch.Tensor, order: torch.Tensor,

@@ -165,3 +165,24 @@ def test_torch_encoding_equals_stmg_encoder_for_box_actions() -> None:
                       priority=torch.tensor([1]))
     expected = enc.encode("a", np.zeros(1, np.float32), {"b": env_actions["b"]}, 1)
     np.testing.assert_array_equal(got[0].numpy(), expected)
+
+
+def test_categorical_sampling_matches_probabilities_and_skips_invalid_entries() -> None:
+    """The inverse-CDF sampler of MaskedDistribution draws each action with its probability
+    and never an entry outside the agent's action set."""
+    from agents.networks import MaskedDistribution
+
+    torch.manual_seed(0)
+    logits = torch.tensor([[0.0, 1.0, -1.0, 5.0]]).expand(20_000, 4)
+    valid = torch.tensor([True, True, True, False]).expand(20_000, 4)  # 3 actions, 1 padding
+    dist = MaskedDistribution(kind="discrete", out=logits, log_std=None, valid=valid)
+    draws = dist.sample()
+    assert int(draws.max()) <= 2, "the padded entry must never be drawn"
+    freq = torch.bincount(draws, minlength=4).float() / draws.numel()
+    expected = torch.softmax(torch.tensor([0.0, 1.0, -1.0]), 0)
+    # 20,000 draws: the standard error of each frequency is below 0.0036.
+    torch.testing.assert_close(freq[:3], expected, atol=0.015, rtol=0)
+    uniform = MaskedDistribution(kind="discrete", out=torch.zeros(9000, 3), log_std=None,
+                                 valid=torch.ones(9000, 3, dtype=torch.bool), all_valid=True)
+    counts = torch.bincount(uniform.sample(), minlength=3)
+    assert counts.numel() == 3 and int(counts.min()) > 2700
