@@ -3,6 +3,7 @@
     python examples/train_matrix.py --algo step --game penalty --k -100 --trials 10 --steps 10000
     python examples/train_matrix.py --algo mappo --game mixing --trials 4 --workers 2
     python examples/train_matrix.py --payoffs my_game.npy --trials 4   # any number of agents
+    python examples/train_matrix.py --algo maddpg --game penalty --k -50 --trials 4
 
 The JSON holds ``{"trials": [{"seed", "greedy_joint_action", "action_probs", "is_se"}, ...]}``
 plus the configuration and the Stackelberg equilibrium of the game (leader = agent_0).
@@ -13,8 +14,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from agents.config import STEPConfig, Variant  # noqa: E402
 from agents.experiments import TrialResult, run_matrix_trial  # noqa: E402
+from agents.maddpg import MADDPGConfig  # noqa: E402
 from envs import matrix  # noqa: E402
 
 
@@ -45,8 +48,8 @@ class Args:
 
 def parse_args(argv: list[str] | None = None) -> Args:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--algo", choices=[v.value for v in Variant], default="step",
-                        help="algorithm: STEP or a baseline on the same machinery")
+    parser.add_argument("--algo", choices=[v.value for v in Variant] + ["maddpg"], default="step",
+                        help="algorithm: STEP, a PPO baseline on the same machinery, or MADDPG")
     parser.add_argument("--game", choices=["penalty", "mixing", "climbing"], default="penalty",
                         help="a matrix game of the paper (ignored with --payoffs)")
     parser.add_argument("--k", type=float, default=-100.0, help="penalty of the Penalty game")
@@ -76,8 +79,15 @@ def load_payoffs(args: Args) -> np.ndarray:
     return {"mixing": matrix.mixing, "climbing": matrix.climbing}[args.game]()
 
 
-def _trial(job: tuple[np.ndarray, dict, int, int, str | None]) -> TrialResult:
+def _trial(job: tuple[np.ndarray, dict | None, int, int, str | None]) -> TrialResult:
     payoffs, config, steps, seed, logdir = job
+    if config is None:  # MADDPG (off-policy, its own configuration)
+        from agents.maddpg import matrix_game_trial
+
+        start = time.perf_counter()
+        record = matrix_game_trial(lambda: matrix.MatrixGame(payoffs), config=MADDPGConfig(),
+                                   steps=steps, seed=seed)
+        return TrialResult(seconds=time.perf_counter() - start, **record)
     return run_matrix_trial(payoffs, config=STEPConfig.from_dict(config), steps=steps, seed=seed,
                             logdir=None if logdir is None else f"{logdir}/seed_{seed}")
 
@@ -86,9 +96,15 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     payoffs = load_payoffs(args)
     overrides = {} if args.n_envs is None else {"n_envs": args.n_envs}
-    config = STEPConfig.matrix_games(variant=Variant(args.algo), **overrides)
-    jobs = [(payoffs, config.to_dict(), args.steps, args.seed + i, args.logdir)
-            for i in range(args.trials)]
+    config: STEPConfig | MADDPGConfig
+    if args.algo == "maddpg":
+        if args.n_envs is not None or args.logdir is not None:
+            raise SystemExit("--n-envs and --logdir apply to the PPO-family algorithms, not maddpg")
+        config = MADDPGConfig()
+    else:
+        config = STEPConfig.matrix_games(variant=Variant(args.algo), **overrides)
+    job_config = config.to_dict() if isinstance(config, STEPConfig) else None
+    jobs = [(payoffs, job_config, args.steps, args.seed + i, args.logdir) for i in range(args.trials)]
     results: list[TrialResult] = []
     from tqdm import tqdm
 
@@ -109,7 +125,7 @@ def main(argv: list[str] | None = None) -> dict:
         "game": args.payoffs or args.game,
         "k": args.k if args.payoffs is None and args.game == "penalty" else None,
         "steps": args.steps,
-        "config": config.to_dict(),
+        "config": config.to_dict() if isinstance(config, STEPConfig) else asdict(config),
     }
     print(f"{args.algo} on {summary['game']}: greedy joint action is the SE {se} in "
           f"{sum(r.is_se for r in results)}/{len(results)} trials; "

@@ -53,6 +53,17 @@ def test_train_matrix_baselines_in_process(algo: str, tmp_path: Path) -> None:
     assert len(summary["trials"]) == 1 and summary["algo"] == algo
 
 
+def test_train_matrix_maddpg_in_process(tmp_path: Path) -> None:
+    module = _load("examples/train_matrix.py")
+    out = tmp_path / "m.json"
+    summary = module.main(["--algo", "maddpg", "--game", "penalty", "--k", "-50", "--steps", "700",
+                           "--trials", "1", "--workers", "1", "--out", str(out)])
+    trial = json.loads(out.read_text())["trials"][0]
+    assert summary["algo"] == "maddpg" and len(trial["greedy_joint_action"]) == 2
+    assert [len(p) for p in trial["action_probs"]] == [3, 3]
+    assert summary["config"]["batch_size"] > 0, "the MADDPG configuration is recorded"
+
+
 def test_train_matrix_three_agents_from_file(tmp_path: Path) -> None:
     payoffs = np.random.default_rng(0).normal(size=(3, 2, 3, 2))
     np.save(tmp_path / "game.npy", payoffs)
