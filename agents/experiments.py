@@ -1,4 +1,10 @@
-"""Matrix-game trials: train a learner on a payoff table and read off what it converged to."""
+"""Trials on the repeated games: train a learner and read off what it converged to.
+
+* :func:`run_matrix_trial` -- a payoff table (:class:`envs.matrix.MatrixGame`); is the greedy
+  joint action the Stackelberg equilibrium?
+* :func:`run_quadratic_trial` -- the continuous :class:`envs.continuous.QuadraticGame`; how far
+  are the greedy actions from the equilibrium, and does the follower's reply track the leader?
+"""
 
 from __future__ import annotations
 
@@ -46,3 +52,53 @@ def run_matrix_trial(payoffs: np.ndarray, *, config: STEPConfig, steps: int, see
     se, _ = stackelberg_equilibrium(payoffs)
     return TrialResult(seed=seed, greedy_joint_action=list(joint), action_probs=probs,
                        is_se=tuple(joint) == tuple(se), seconds=seconds)
+
+
+@dataclass
+class QuadraticTrialResult:
+    """Outcome of one seed on :class:`envs.continuous.QuadraticGame`."""
+
+    seed: int
+    x: float
+    """The leader's greedy action."""
+    y: float
+    """The follower's greedy action (its reply to ``x``)."""
+    replies: list[float]
+    """The follower's greedy replies to forced leader actions :data:`FORCED_LEADER_ACTIONS`."""
+    x_star: float
+    """The leader's action at the Stackelberg equilibrium."""
+    best_response_gap: float
+    """|y - slope * x|: how far the follower is from its best response."""
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return dict(vars(self))
+
+
+FORCED_LEADER_ACTIONS = (-0.4, 0.0, 0.4)
+
+
+def run_quadratic_trial(*, config: STEPConfig, steps: int, seed: int) -> QuadraticTrialResult:
+    """Train on the default :class:`envs.continuous.QuadraticGame`, then act greedily
+    (communicated mode) once, and once more after each forced leader action."""
+    import stmg
+    from agents.execution import act_from_flat, play_greedy
+    from envs.continuous import QuadraticGame
+
+    start = time.perf_counter()
+    learner = train(QuadraticGame, config=config, total_steps=steps, seed=seed)
+    seconds = time.perf_counter() - start
+    joint = play_greedy(learner.model, QuadraticGame(), mode="communicated", max_steps=1)[0]
+    game = stmg.wrap(QuadraticGame(), flatten=True)
+    follower = game.possible_agents[1]
+    replies = []
+    for forced in FORCED_LEADER_ACTIONS:
+        game.reset(seed=0)
+        game.step(np.array([forced], np.float32))
+        replies.append(float(act_from_flat(learner.model, game.observe(follower))[0][0, 0]))
+    reference = QuadraticGame()
+    x, y = float(joint[game.possible_agents[0]][0]), float(joint[follower][0])
+    return QuadraticTrialResult(seed=seed, x=x, y=y, replies=replies,
+                                x_star=reference.stackelberg_equilibrium()[0],
+                                best_response_gap=abs(y - reference.slope * x), seconds=seconds)

@@ -19,6 +19,7 @@ and it ended far off its best response (e.g. y = 1.0 for x = 0.10).
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import numpy as np
@@ -28,8 +29,7 @@ from pettingzoo.test import api_test, parallel_api_test, parallel_seed_test
 import envs
 import stmg
 from agents.config import STEPConfig
-from agents.execution import act_from_flat, play_greedy
-from agents.training import train
+from agents.experiments import run_quadratic_trial
 from envs.continuous import QuadraticGame
 
 
@@ -97,36 +97,36 @@ def test_bad_actions_raise() -> None:
         env.step({"agent_0": np.zeros(1, np.float32)})
 
 
-def _greedy(learner) -> tuple[float, float, list[float]]:
-    """Greedy (x, y), and the follower's greedy reply to forced leader actions -0.4, 0, 0.4."""
-    joint = play_greedy(learner.model, QuadraticGame(), mode="communicated", max_steps=1)[0]
-    game = stmg.wrap(QuadraticGame(), flatten=True)
-    replies = []
-    for forced in (-0.4, 0.0, 0.4):
-        game.reset(seed=0)
-        game.step(np.array([forced], np.float32))
-        replies.append(float(act_from_flat(learner.model, game.observe("agent_1"))[0][0, 0]))
-    return float(joint["agent_0"][0]), float(joint["agent_1"][0]), replies
-
-
 def test_step_learns_to_lead_on_quadratic_game() -> None:
     """Fast check (~30 s): the follower best-responds and the leader commits away from NE 0."""
-    learner = train(QuadraticGame, config=STEPConfig.continuous_games(), total_steps=30000, seed=0)
-    x, y, replies = _greedy(learner)
-    assert x > 0.25, (x, y)
-    assert abs(y - 0.5 * x) < 0.05, (x, y)
-    assert replies[0] < replies[1] < replies[2], replies  # the reply rises with the leader's x
+    r = run_quadratic_trial(config=STEPConfig.continuous_games(), steps=30000, seed=0)
+    assert r.x > 0.25, r
+    assert r.best_response_gap < 0.05, r
+    assert r.replies[0] < r.replies[1] < r.replies[2], r.replies  # the reply rises with the leader's x
 
 
 @pytest.mark.slow
 def test_step_reaches_the_stackelberg_equilibrium() -> None:
     """Five seeds of 60,000 steps (~4 min): measured 4/5 within 0.1 of x* (module docstring)."""
-    x_star, _ = QuadraticGame().stackelberg_equilibrium()
-    results = []
-    for seed in range(5):
-        learner = train(QuadraticGame, config=STEPConfig.continuous_games(), total_steps=60000, seed=seed)
-        x, y, _ = _greedy(learner)
-        results.append((x, y))
-    assert all(abs(y - 0.5 * x) < 0.05 for x, y in results), results
-    assert sum(abs(x - x_star) < 0.1 for x, _ in results) >= 4, results
-    assert abs(np.mean([x for x, _ in results]) - x_star) < 0.1, results
+    results = [run_quadratic_trial(config=STEPConfig.continuous_games(), steps=60000, seed=seed)
+               for seed in range(5)]
+    x_star = results[0].x_star
+    assert all(r.best_response_gap < 0.05 for r in results), results
+    assert sum(abs(r.x - x_star) < 0.1 for r in results) >= 4, results
+    assert abs(np.mean([r.x for r in results]) - x_star) < 0.1, results
+
+
+def test_train_continuous_script_smoke(tmp_path) -> None:
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples/train_continuous.py"
+    spec = importlib.util.spec_from_file_location("train_continuous", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "c.json"
+    summary = module.main(["--seeds", "1", "--steps", "400", "--workers", "1", "--out", str(out)])
+    trial = json.loads(out.read_text())["trials"][0]
+    assert summary["algo"] == "step" and set(trial) >= {"x", "y", "replies", "best_response_gap"}
+    assert len(trial["replies"]) == 3 and trial["x_star"] == pytest.approx(4 / 7)
