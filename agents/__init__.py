@@ -15,7 +15,8 @@ Modules, one concept each:
 * :mod:`agents.training` -- :func:`train` with Tianshou's collector and trainer.
 * :mod:`agents.execution` -- greedy execution, communicated or decentralized.
 * :mod:`agents.checkpoint` -- save and load a whole learner.
-* :mod:`agents.experiments` -- one matrix-game trial (train, then compare with the SE).
+* :mod:`agents.experiments` -- one trial on a repeated game (train, then compare with the SE).
+* :mod:`agents.maddpg` -- the MADDPG baseline (Tianshou off-policy algorithm).
 """
 
 from agents.adapter import JointStepEnv
