@@ -25,6 +25,8 @@ from agents import (
     save_checkpoint,
     train,
 )
+from agents.config import Variant
+from agents.training import seed_everything
 from envs.matrix import MatrixGame
 
 
@@ -142,6 +144,22 @@ def test_same_seed_same_result() -> None:
     for (name, p), (_, q) in zip(runs[0].model.state_dict().items(),
                                  runs[1].model.state_dict().items(), strict=True):
         assert torch.equal(p, q), f"parameter {name} differs between two runs with seed 7"
+
+
+@pytest.mark.parametrize("variant", [Variant.STEP, Variant.HAPPO])
+def test_minibatches_with_subprocess_envs_train_reproducibly(variant: Variant) -> None:
+    """Several minibatches per epoch (shuffled by the learner's seeded generator) and
+    SubprocVectorEnv: training changes the model, and the same seed gives the same model."""
+    cfg = STEPConfig(variant=variant, n_envs=2, steps_per_collect=100, minibatches=3, epochs=2)
+    seed_everything(3)  # as train() does before building the model: the same initial weights
+    probe = JointStepEnv(env=envs.make("matrix/penalty-v0"), info_flags=False)
+    initial = build_learner(spec=probe.joint_spec, config=cfg, env=probe).model.state_dict()
+    runs = [train(lambda: envs.make("matrix/penalty-v0"), config=cfg, total_steps=200, seed=3,
+                  subprocess=True) for _ in range(2)]
+    states = [run.model.state_dict() for run in runs]
+    assert any(not torch.equal(states[0][name], initial[name]) for name in initial), "nothing was learned"
+    for name in states[0]:
+        assert torch.equal(states[0][name], states[1][name]), f"{name} differs between two runs with seed 3"
 
 
 class BoxGame(ParallelEnv):  # type: ignore[misc]
