@@ -4,7 +4,8 @@ One dataclass, :class:`STEPConfig`, holds every setting of the learner; the base
 (MAPPO, IPPO, HAPPO) are the same machinery with a different :class:`Variant`. The field
 defaults are general starting points (hidden 64, lr 5e-4, clip 0.2, 5 epochs, entropy 0.05,
 gamma 0.99, GAE lambda 0.95, beta 1.0); :meth:`STEPConfig.matrix_games` is the preset tuned for
-the repeated matrix games (constant observation, 25-step episodes, 10,000 steps per trial);
+the repeated matrix games (constant observation, 25-step episodes, 10,000 steps per trial:
+gamma 0, entropy 0.1);
 :meth:`STEPConfig.continuous_games` adds the Gaussian settings for Box-action repeated games.
 """
 
@@ -103,8 +104,15 @@ class STEPConfig:
         set to 0) makes each agent's advantage its own stage reward minus its baseline
         V^i(s, a^{1:i-1}). Measured on Penalty k=-100 (8 seeds, 10,000 steps): gamma 0.99 /
         lambda 0.95 found the SE in 2/6, gamma 0.99 / lambda 0 in 6/8, gamma 0 in 6/6.
+
+        ``entropy = 0.1`` (the general default is 0.05): the leader must keep trying a1 and a3
+        until the follower has learned its reply to each, or it settles on the one the follower
+        happened to answer first -- (a3, a1), payoff 8, instead of the SE (a1, a3), payoff 10.
+        Measured with the set-form state embedding, 10,000 steps: entropy 0.05 found the SE in
+        92/100 seeds at k=-100 and at k=-75; entropy 0.1 in 39/40 at k=-100, -75 and -50, 40/40
+        at k=0 and on Mixing.
         """
-        return cls(**{"gamma": 0.0, "gae_lambda": 0.0, **overrides})
+        return cls(**{"gamma": 0.0, "gae_lambda": 0.0, "entropy": 0.1, **overrides})
 
     @classmethod
     def continuous_games(cls, **overrides: Any) -> STEPConfig:
