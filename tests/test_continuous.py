@@ -1,20 +1,19 @@
 """QuadraticGame (Box actions): the env, its registry entry, and STEP training on it.
 
-Measured with ``STEPConfig.continuous_games()`` (greedy joint action, communicated mode; times
-on the 2-core test machine, one training process at a time):
+Measured with ``STEPConfig.continuous_games()`` (greedy joint action, communicated mode;
+``python examples/train_continuous.py --seeds 5 --steps 60000`` on the 2-core machine):
 
-=========  ======  =================================  ==========================  ===========
-learner    steps   greedy x, seeds 0-4 (x* = 0.571)   max |y - 0.5 x| over seeds  s per run
-=========  ======  =================================  ==========================  ===========
-STEP       30,000  0.43, 0.35, 0.38, 0.48, 0.81        0.027                       19-34
-STEP       60,000  0.74, 0.64, 0.49, 0.56, 0.57        0.014                       35-46
-MAPPO      30,000  0.03, 0.04, -0.01 (seeds 0-2)       (y 0.02, 0.01, -0.00)       14-21
-=========  ======  =================================  ==========================  ===========
+=========  ======  ===================================  ==========================
+learner    steps   greedy x, seeds 0-4 (x* = 0.571)     max |y - 0.5 x| over seeds
+=========  ======  ===================================  ==========================
+STEP       60,000  0.574, 0.564, 0.563, 0.401, 0.572    0.010
+MAPPO      30,000  0.03, 0.04, -0.01 (seeds 0-2)        (y 0.02, 0.01, -0.00)
+=========  ======  ===================================  ==========================
 
-STEP's follower best-responds closely; its leader commits towards x* but keeps wandering around
-it (the leader's objective is flat there: -0.35 (x - x*)^2). MAPPO drifts to the NE (0, 0).
-With the ``matrix_games`` preset (normalised advantages, entropy 0) the follower's std collapsed
-and it ended far off its best response (e.g. y = 1.0 for x = 0.10).
+STEP's follower best-responds closely and its leader commits to x* in most seeds (the leader's
+objective is flat there: -0.35 (x - x*)^2). MAPPO drifts to the NE (0, 0). With the
+``matrix_games`` preset (normalised advantages) the follower's std collapsed and it ended far
+off its best response (e.g. y = 1.0 for x = 0.10).
 """
 
 from __future__ import annotations
