@@ -82,3 +82,27 @@ def test_step_finds_the_se_on_penalty() -> None:
                            "--trials", "10", "--workers", "2"])
     hits = sum(t["is_se"] for t in summary["trials"])
     assert hits >= 9, f"STEP found the SE in only {hits}/10 trials: {summary['trials']}"
+
+
+def test_wrapper_demo_plays_the_equilibrium() -> None:
+    out = subprocess.run([sys.executable, str(ROOT / "examples/wrapper_demo.py"), "--steps", "2"],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("follower sees leader action a1 -> plays a3") == 2
+    assert "Stackelberg equilibrium of Penalty(k=-100): (a1, a3)" in out.stdout
+
+
+def test_training_writes_tensorboard_logs(tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from agents import STEPConfig, train
+    from envs import matrix
+
+    train(lambda: matrix.MatrixGame(matrix.mixing()), config=STEPConfig.matrix_games(), total_steps=800,
+          seed=0, logdir=str(tmp_path))
+    events = list(tmp_path.glob("events.out.tfevents.*"))
+    assert events, f"no TensorBoard event file in {list(tmp_path.iterdir())}"
+    accumulator = EventAccumulator(str(tmp_path))
+    accumulator.Reload()
+    tags = accumulator.Tags()["scalars"]
+    assert any("train" in tag for tag in tags), tags
