@@ -1,6 +1,6 @@
 """Quickstart: train STEP on the Penalty game (k = -100) and compare with its Stackelberg equilibrium.
 
-    python examples/quickstart.py            # 4 seeds of 10,000 steps: well under a minute
+    python examples/quickstart.py            # 4 seeds of 10,000 steps: about 30 s
     python examples/quickstart.py --seeds 1 --seed 3 --steps 2000
 
 Agent_0 is the leader, agent_1 the follower. The only SE of Penalty is (a1, a3) -- action
