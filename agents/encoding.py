@@ -25,19 +25,11 @@ def encode_joint_action(spec: JointSpec, act: torch.Tensor) -> torch.Tensor:
         (B, n_agents, slot_size) float32: row k is agent k's action encoding, zero-padded
         (Box actions clipped to their bounds first, as the adapter does).
     """
-    if spec.action_kind == "discrete":
-        # One-hot over the slot width, then zero what lies beyond each agent's action count;
-        # an index is always < its agent's count, so nothing is lost.
-        return F.one_hot(act.long().clamp(min=0), spec.slot_size).float()  # (B, n, slot)
-    batch = act.shape[0]
-    out = torch.zeros(batch, spec.n_agents, spec.slot_size, dtype=torch.float32, device=act.device)
-    # Encode what the environment receives: sampled Gaussian actions clipped to the
-    # bounds, exactly as the adapter clips them (stmg encodes the action it was given).
-    low, high = _bounds(spec, act.device)  # (n, max_action_size) each, 0 in padding
-    clipped = torch.maximum(torch.minimum(act.float(), high), low)
-    width = min(spec.slot_size, act.shape[-1])
-    out[..., :width] = clipped[..., :width]
-    return out
+    batch, n = act.shape[0], spec.n_agents
+    # Row (b, k) is agent k's action: encode all rows at once as single-agent actions.
+    agent = torch.arange(n, device=act.device).repeat(batch)  # (B * n,)
+    rows = act.reshape(batch * n, *act.shape[2:])
+    return encode_agent_actions(spec, rows, agent).reshape(batch, n, spec.slot_size)
 
 
 def encode_agent_actions(spec: JointSpec, act: torch.Tensor, agent: torch.Tensor | None) -> torch.Tensor:
@@ -53,10 +45,14 @@ def encode_agent_actions(spec: JointSpec, act: torch.Tensor, agent: torch.Tensor
         (B, slot_size) float32: the row :func:`encode_joint_action` gives that agent.
     """
     if spec.action_kind == "discrete":
+        # One-hot over the slot width; an index is always < its agent's count, so nothing is
+        # lost and entries beyond the count stay 0.
         return F.one_hot(act.long().clamp(min=0), spec.slot_size).float()
     if agent is None:
         raise ValueError("encode_agent_actions needs the agents of Box actions (their bounds)")
-    low, high = _bounds(spec, act.device)
+    # Encode what the environment receives: sampled Gaussian actions clipped to the bounds,
+    # exactly as the adapter clips them (stmg encodes the action it was given).
+    low, high = _bounds(spec, act.device)  # (n, max_action_size) each, 0 in padding
     clipped = torch.maximum(torch.minimum(act.float(), high[agent]), low[agent])
     out = torch.zeros(act.shape[0], spec.slot_size, dtype=torch.float32, device=act.device)
     width = min(spec.slot_size, act.shape[-1])
