@@ -33,6 +33,8 @@ import numpy as np
 from gymnasium import spaces
 from pettingzoo.utils.env import ParallelEnv
 
+from envs.matrix import repeated_game_step
+
 __all__ = ["QuadraticGame"]
 
 
@@ -100,16 +102,7 @@ class QuadraticGame(ParallelEnv):  # type: ignore[misc]
         follower = float(np.asarray(actions["agent_1"]).ravel()[0])
         r_leader, r_follower = self.rewards_for(leader, follower)
         self._t += 1
-        done = self._t >= self.episode_length
-        agents = self.agents
-        observations = {a: self._constant.copy() for a in agents}
-        rewards = {"agent_0": r_leader, "agent_1": r_follower}
-        terminations = {a: False for a in agents}
-        truncations = {a: done for a in agents}
-        infos: dict[str, dict[str, Any]] = {a: {} for a in agents}
-        if done:
-            self.agents = []
-        return observations, rewards, terminations, truncations, infos
+        return repeated_game_step(self, self._constant, {"agent_0": r_leader, "agent_1": r_follower})
 
     def close(self) -> None:
         pass

@@ -54,6 +54,7 @@ __all__ = [
     "mixing",
     "penalty",
     "pure_nash_equilibria",
+    "repeated_game_step",
     "stackelberg_equilibrium",
 ]
 
@@ -170,6 +171,22 @@ def pure_nash_equilibria(payoffs: Any) -> list[tuple[int, ...]]:
     return equilibria
 
 
+def repeated_game_step(env: Any, observation: np.ndarray, rewards: dict[str, float]) -> tuple[dict[str, Any], ...]:
+    """The outputs of one step of a repeated game with a constant observation, ``env._t`` steps
+    in: every living agent gets a copy of ``observation``, its reward, no termination, and
+    truncation once ``env._t`` reaches ``env.episode_length`` (``env.agents`` is then emptied).
+    Shared by :class:`MatrixGame` and :class:`envs.continuous.QuadraticGame`."""
+    done = env._t >= env.episode_length
+    agents = env.agents
+    observations = {a: observation.copy() for a in agents}
+    terminations = {a: False for a in agents}
+    truncations = {a: done for a in agents}
+    infos: dict[str, dict[str, Any]] = {a: {} for a in agents}
+    if done:
+        env.agents = []
+    return observations, rewards, terminations, truncations, infos
+
+
 class MatrixGame(ParallelEnv):  # type: ignore[misc]
     """A repeated normal-form game as a PettingZoo ParallelEnv (see the module docstring)."""
 
@@ -231,16 +248,8 @@ class MatrixGame(ParallelEnv):  # type: ignore[misc]
         rewards_vec = self.payoffs[_index(slice(None), *joint)]
         self._t += 1
         self._last = (tuple(joint), rewards_vec)
-        done = self._t >= self.episode_length
-        agents = self.agents
-        observations = {a: self._observation.copy() for a in agents}
-        rewards = {a: float(rewards_vec[i]) for i, a in enumerate(agents)}
-        terminations = {a: False for a in agents}
-        truncations = {a: done for a in agents}
-        infos: dict[str, dict[str, Any]] = {a: {} for a in agents}
-        if done:
-            self.agents = []
-        return observations, rewards, terminations, truncations, infos
+        rewards = {a: float(rewards_vec[i]) for i, a in enumerate(self.agents)}
+        return repeated_game_step(self, self._observation, rewards)
 
     def render(self) -> str | None:
         if self.render_mode != "ansi":
