@@ -54,6 +54,24 @@ def run_matrix_trial(payoffs: np.ndarray, *, config: STEPConfig, steps: int, see
                        is_se=tuple(joint) == tuple(se), seconds=seconds)
 
 
+def run_algorithm_trial(algo: str, payoffs: np.ndarray, *, steps: int, seed: int,
+                        config: STEPConfig | None = None, logdir: str | None = None) -> TrialResult:
+    """One matrix-game trial of ``algo``: ``"maddpg"`` (:mod:`agents.maddpg`, its default
+    :class:`~agents.maddpg.MADDPGConfig`) or a PPO-family variant name (``config``, default
+    ``STEPConfig.matrix_games(variant=algo)``; ``logdir`` for its TensorBoard logs)."""
+    if algo == "maddpg":
+        from agents.maddpg import MADDPGConfig, matrix_game_trial
+
+        start = time.perf_counter()
+        record = matrix_game_trial(lambda: MatrixGame(payoffs), config=MADDPGConfig(), steps=steps, seed=seed)
+        return TrialResult(seconds=time.perf_counter() - start, **record)
+    if config is None:
+        from agents.config import Variant
+
+        config = STEPConfig.matrix_games(variant=Variant(algo))
+    return run_matrix_trial(payoffs, config=config, steps=steps, seed=seed, logdir=logdir)
+
+
 @dataclass
 class QuadraticTrialResult:
     """Outcome of one seed on :class:`envs.continuous.QuadraticGame`."""

@@ -98,17 +98,9 @@ def run_trial(job: tuple[str, str, int, int]) -> dict[str, Any]:
     """One seed of one algorithm on one setting (runs in a worker process)."""
     algo, setting, steps, seed = job
     payoffs = payoffs_for(setting)
-    if algo == "maddpg":
-        from agents.maddpg import MADDPGConfig, matrix_game_trial
+    from agents.experiments import run_algorithm_trial
 
-        result = matrix_game_trial(lambda: matrix.MatrixGame(payoffs), config=MADDPGConfig(), steps=steps, seed=seed)
-        record = result if isinstance(result, dict) else result.to_dict()
-    else:
-        from agents.config import STEPConfig, Variant
-        from agents.experiments import run_matrix_trial
-
-        config = STEPConfig.matrix_games(variant=Variant(algo))
-        record = run_matrix_trial(payoffs, config=config, steps=steps, seed=seed).to_dict()
+    record = run_algorithm_trial(algo, payoffs, steps=steps, seed=seed).to_dict()
     joint = tuple(record["greedy_joint_action"])
     record["rewards"] = payoffs[(slice(None), *joint)].tolist()
     return {"algo": algo, "setting": setting, **record}

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
 from agents.config import STEPConfig, Variant  # noqa: E402
-from agents.experiments import TrialResult, run_matrix_trial  # noqa: E402
+from agents.experiments import TrialResult, run_algorithm_trial  # noqa: E402
 from agents.maddpg import MADDPGConfig  # noqa: E402
 from envs import matrix  # noqa: E402
 
@@ -79,17 +78,11 @@ def load_payoffs(args: Args) -> np.ndarray:
     return {"mixing": matrix.mixing, "climbing": matrix.climbing}[args.game]()
 
 
-def _trial(job: tuple[np.ndarray, dict | None, int, int, str | None]) -> TrialResult:
-    payoffs, config, steps, seed, logdir = job
-    if config is None:  # MADDPG (off-policy, its own configuration)
-        from agents.maddpg import matrix_game_trial
-
-        start = time.perf_counter()
-        record = matrix_game_trial(lambda: matrix.MatrixGame(payoffs), config=MADDPGConfig(),
-                                   steps=steps, seed=seed)
-        return TrialResult(seconds=time.perf_counter() - start, **record)
-    return run_matrix_trial(payoffs, config=STEPConfig.from_dict(config), steps=steps, seed=seed,
-                            logdir=None if logdir is None else f"{logdir}/seed_{seed}")
+def _trial(job: tuple[str, np.ndarray, dict | None, int, int, str | None]) -> TrialResult:
+    algo, payoffs, config, steps, seed, logdir = job
+    return run_algorithm_trial(algo, payoffs, steps=steps, seed=seed,
+                               config=None if config is None else STEPConfig.from_dict(config),
+                               logdir=None if logdir is None else f"{logdir}/seed_{seed}")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -104,7 +97,8 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         config = STEPConfig.matrix_games(variant=Variant(args.algo), **overrides)
     job_config = config.to_dict() if isinstance(config, STEPConfig) else None
-    jobs = [(payoffs, job_config, args.steps, args.seed + i, args.logdir) for i in range(args.trials)]
+    jobs = [(args.algo, payoffs, job_config, args.steps, args.seed + i, args.logdir)
+            for i in range(args.trials)]
     results: list[TrialResult] = []
     from tqdm import tqdm
 
