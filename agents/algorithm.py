@@ -97,6 +97,14 @@ class STEPAlgorithm(OnPolicyAlgorithm[STEPPolicy]):
             max_grad_norm=config.max_grad_norm)
         self._generator = torch.Generator().manual_seed(0)
 
+    def set_training_horizon(self, total_env_steps: int) -> None:
+        """Tell the algorithm how many environment steps the whole run will take (schedules
+        such as learning-rate decay read it). Call once before training; a resumed run calls
+        it again with the same total."""
+        if total_env_steps <= 0:
+            raise ValueError(f"total_env_steps={total_env_steps!r} must be positive")
+        self.total_env_steps = int(total_env_steps)
+
     def reseed(self, seed: int) -> None:
         """Seed the random update order of HAPPO and the minibatch shuffling."""
         self._generator.manual_seed(seed)

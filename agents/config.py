@@ -139,6 +139,22 @@ class STEPConfig:
                     "entropy": 0.01, "log_std_init": -1.0}
         return cls(**{**defaults, **overrides})
 
+    @classmethod
+    def mujoco(cls, **overrides: Any) -> STEPConfig:
+        """The preset for Multi-Agent MuJoCo (continuous control, shared team reward).
+
+        Values still being tuned; see the README's preset table for where each comes from.
+        """
+        return cls(**overrides)
+
+    @classmethod
+    def merge(cls, **overrides: Any) -> STEPConfig:
+        """The preset for highway on-ramp merging (discrete meta-actions, per-vehicle rewards).
+
+        Values still being tuned; see the README's preset table for where each comes from.
+        """
+        return cls(**overrides)
+
     def to_dict(self) -> dict[str, Any]:
         """Plain primitives only, so that ``torch.load(..., weights_only=True)`` accepts it."""
         out = asdict(self)
