@@ -10,8 +10,11 @@ agent's position in ``possible_agents``:
 field             shape / dtype                     meaning
 ================  ================================  ===========================================
 obs               (n_agents, obs_dim + 3) float32   one row per agent, columns as below
-obs[:, :-3]       (n_agents, obs_dim)               base observations, flattened, zero-padded;
+obs[:, :obs_dim]  (n_agents, obs_dim)               base observations, flattened, zero-padded;
                                                     zeros for agents that are gone
+obs[:, obs_dim:   (n_agents, state_dim)             only with ``with_state=True``: the env's
+    obs_dim+S]                                      global ``state()``, flattened, the same in
+                                                    every row (the critics read it)
 obs[:, ALIVE]     (n_agents,), column -3            1.0 for the agents that act in this time step
 obs[:, PRESENT]   (n_agents,), column -2            alive, or truncated in the step that led here
                                                     (their observation is valid for bootstrapping)
@@ -61,17 +64,22 @@ TERMINATED, TRUNCATED, ACTED = 0, 1, 2
 """Columns of ``info["flags"]``."""
 
 
-def unpack_observation(obs: np.ndarray) -> dict[str, np.ndarray]:
-    """Named views of an adapter observation (or a stacked batch of them, shape (..., n, d + 3)).
+def unpack_observation(obs: np.ndarray, state_dim: int = 0) -> dict[str, np.ndarray]:
+    """Named views of an adapter observation (or a stacked batch, shape (..., n, d + S + 3)).
 
-    Returns ``obs`` (base observations), ``alive`` and ``present`` (float32), ``position``
-    (int64, each agent's priority position) and ``order`` (int64, agent indices in priority
-    order, the inverse permutation of ``position``).
+    Returns ``obs`` (base observations), ``state`` (the global state, (..., S); present only
+    when ``state_dim`` > 0), ``alive`` and ``present`` (float32), ``position`` (int64, each
+    agent's priority position) and ``order`` (int64, agent indices in priority order, the
+    inverse permutation of ``position``).
     """
     obs = np.asarray(obs)
     position = obs[..., POSITION].astype(np.int64)
-    return {"obs": obs[..., :-EXTRA_COLUMNS], "alive": obs[..., ALIVE], "present": obs[..., PRESENT],
-            "position": position, "order": np.argsort(position, axis=-1, kind="stable")}
+    d = obs.shape[-1] - EXTRA_COLUMNS - state_dim
+    out = {"obs": obs[..., :d], "alive": obs[..., ALIVE], "present": obs[..., PRESENT],
+           "position": position, "order": np.argsort(position, axis=-1, kind="stable")}
+    if state_dim:
+        out["state"] = obs[..., 0, d:d + state_dim]
+    return out
 
 
 def unpack_info(info: Any) -> dict[str, np.ndarray]:
@@ -96,6 +104,12 @@ def step_flags(obs: np.ndarray, obs_next: np.ndarray) -> tuple[np.ndarray, np.nd
     return acted, acted & ~present_next, acted & present_next & ~alive_next
 
 
+def has_state(env: ParallelEnv) -> bool:
+    """Whether ``env`` offers a global state the adapter can carry (``state()`` and a Box
+    ``state_space``)."""
+    return callable(getattr(env, "state", None)) and isinstance(getattr(env, "state_space", None), spaces.Box)
+
+
 class JointStepEnv(gym.Env[np.ndarray, np.ndarray]):
     """A PettingZoo ParallelEnv played as an STMG, one time step per ``step`` (module docstring).
 
@@ -105,6 +119,8 @@ class JointStepEnv(gym.Env[np.ndarray, np.ndarray]):
         observation: base observation, ``"own"`` or ``"state"`` (see :func:`stmg.wrap`).
         info_flags: put the per-agent flags into ``info["flags"]``; if False the info is empty
             (the flags follow from the observations, :func:`step_flags`).
+        with_state: carry the env's global ``state()`` in every row (for centralised critics);
+            the env must have ``state()`` and a Box ``state_space``.
     """
 
     metadata: dict[str, Any] = {"render_modes": []}
@@ -116,16 +132,24 @@ class JointStepEnv(gym.Env[np.ndarray, np.ndarray]):
         order: Sequence[str] | Callable[[stmg.STMGEnv], Sequence[str]] | None = None,
         observation: str = "own",
         info_flags: bool = True,
+        with_state: bool = False,
     ) -> None:
         self.info_flags = info_flags
         self.game = stmg.wrap(env, order, observation=observation)  # type: ignore[arg-type]
-        self.spec_ = JointSpec.from_encoder(self.game.encoder)
+        state_dim = 0
+        if with_state:
+            if not has_state(env):
+                raise ValueError(
+                    f"with_state=True needs env.state() and a Box env.state_space, which "
+                    f"{type(env).__name__} does not provide")
+            state_dim = int(np.prod(env.state_space.shape))  # type: ignore[attr-defined]
+        self.spec_ = JointSpec.from_encoder(self.game.encoder, state_dim=state_dim)
         spec = self.spec_
         n = spec.n_agents
         self._index = {a: k for k, a in enumerate(spec.possible_agents)}
         self._base_spaces = self.game.encoder.base_spaces
         self._box_obs = {a: type(s) is spaces.Box for a, s in self._base_spaces.items()}
-        width = spec.obs_dim + EXTRA_COLUMNS
+        width = spec.obs_dim + spec.state_dim + EXTRA_COLUMNS
         low = np.full((n, width), -np.inf, np.float32)
         high = np.full((n, width), np.inf, np.float32)
         low[:, -EXTRA_COLUMNS:] = 0.0
@@ -162,8 +186,11 @@ class JointStepEnv(gym.Env[np.ndarray, np.ndarray]):
         """The observation after a time step; ``self._extra_obs`` holds the just-truncated agents."""
         spec, index = self.spec_, self._index
         n = spec.n_agents
-        out = np.zeros((n, spec.obs_dim + EXTRA_COLUMNS), np.float32)
+        out = np.zeros((n, spec.obs_dim + spec.state_dim + EXTRA_COLUMNS), np.float32)
         out[:, POSITION] = -1.0  # not yet placed
+        if spec.state_dim:  # also at the episode's end: truncated agents bootstrap from it
+            out[:, spec.obs_dim:spec.obs_dim + spec.state_dim] = np.asarray(
+                self.game.state(), np.float32).reshape(-1)
         position = 0
         living = self.game.current_order if self.game.agents else ()
         for a in living:
@@ -190,12 +217,7 @@ class JointStepEnv(gym.Env[np.ndarray, np.ndarray]):
         return out
 
     def _agent_action(self, k: int, action: np.ndarray) -> Any:
-        spec = self.spec_
-        if spec.action_kind == "discrete":
-            return int(action[k]) + spec.action_starts[k]
-        space = self._act_spaces[k]
-        values = np.asarray(action[k, : spec.action_sizes[k]], dtype=np.float32)
-        return np.clip(values, space.low.ravel(), space.high.ravel()).reshape(space.shape)  # type: ignore[attr-defined]
+        return self.spec_.env_action(k, action[k])
 
     # --- gymnasium API -----------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None

@@ -2,10 +2,22 @@
 
 * ``_preprocess_batch`` computes each agent's advantages with :func:`agents.gae.per_agent_gae`
   from its own rewards, done flags and bootstrap value, and flattens the batch into
-  (time step, agent) pairs of the agents that acted.
+  (time step, agent) pairs of the agents that acted. The bootstrap value V^i(s_{t+1},
+  a_{t+1}^{1:i-1}) of a step inside an episode is the value recorded for the next row, with
+  the superiors' actions actually taken there (so GAE telescopes: with lambda = 1 the returns
+  are the Monte Carlo returns); only where the next row is not in the batch (truncation, the
+  batch's end) are the superiors' actions sampled from the current policy.
 * ``_update_with_batch`` updates agent by agent in priority order (Algorithm 1): for the agent
   at position i, the actor objective of Eq. 11 (clipped surrogate with the agent's own
-  advantage, entropy bonus, hypernetwork regulariser) and the clipped critic loss of Eq. 12.
+  advantage, entropy bonus, hypernetwork regulariser) and the clipped critic loss of Eq. 12,
+  on normalised returns with ``value_normalization``.
+
+Agent-by-agent means it: during the update of one group, the parameters that belong to other
+agents alone (their critics; for HAPPO/IPPO their actors and log-stds; for STEP the other
+priorities' embeddings e^j) get no gradient and are skipped by Adam, so they do not move at all
+(one Adam over stacked per-agent tensors would keep moving them with stale momentum). STEP's
+shared parameters (state embedding, hypernetwork) are updated by every group; the regulariser
+keeps the superiors' generated policies H(e^j) in place, as in Eq. 11 where e^j is fixed.
 
 The regulariser snapshot: just before the update of position i, the generated target
 parameters theta_tar^j = H(e^j) of every superior j < i are recorded (as constants); while
@@ -27,7 +39,6 @@ from typing import Any
 import numpy as np
 import torch
 from tianshou.algorithm.algorithm_base import OnPolicyAlgorithm, TrainingStats
-from tianshou.algorithm.optim import TorchOptimizerFactory
 from tianshou.data import ReplayBuffer, SequenceSummaryStats
 
 from agents.adapter import step_flags
@@ -36,18 +47,24 @@ from agents.encoding import encode_joint_action, position_of
 from agents.gae import per_agent_gae
 from agents.model import PairInputs
 from agents.networks import NLevelPolicy
+from agents.normalization import RunningMeanStd
 from agents.policy import STEPPolicy, batch_tensors
 
 
 @dataclass(kw_only=True)
 class STEPTrainingStats(TrainingStats):
-    """Losses of one update (summaries over gradient steps)."""
+    """Losses of one update (summaries over gradient steps) and what the update did."""
 
     actor_loss: SequenceSummaryStats
     vf_loss: SequenceSummaryStats
     entropy: SequenceSummaryStats
     regulariser: SequenceSummaryStats
     gradient_steps: int
+    """Gradient steps of this update (all groups together)."""
+    explained_variance: float
+    """1 - Var(returns - V) / Var(returns) over the batch's pairs, in return units."""
+    lr: float
+    """The actor learning rate used in this update."""
 
 
 @dataclass
@@ -64,8 +81,8 @@ class PairBatch:
     agent: torch.Tensor  # (P,) long
     priority: torch.Tensor  # (P,) long
     adv: torch.Tensor  # (P,)
-    ret: torch.Tensor  # (P,)
-    v_old: torch.Tensor  # (P,)
+    ret: torch.Tensor  # (P,) value targets in critic units (normalised with value normalisation)
+    v_old: torch.Tensor  # (P,) critic outputs when collected, critic units
     logp_old: torch.Tensor  # (P,)
     n_rows: int  # T
 
@@ -89,13 +106,31 @@ class STEPAlgorithm(OnPolicyAlgorithm[STEPPolicy]):
         super().__init__(policy=policy)
         self.config = config
         self.model = policy.model
-        # Adam with fused=True: the same update as Tianshou's AdamOptimizerFactory (betas and
-        # weight decay at their defaults) in one fused kernel instead of a loop over the
-        # parameters, which dominates for these small networks on the CPU (2.4x faster here: benchmarks/bench_ops.py).
-        self.optim = self._create_optimizer(
-            self.model, TorchOptimizerFactory(torch.optim.Adam, lr=config.lr, eps=1e-5, fused=True),
-            max_grad_norm=config.max_grad_norm)
+        model = self.model
+        critic_params = list(model.critics.parameters())
+        critic_ids = {id(p) for p in critic_params}
+        actor_params = [p for p in model.parameters() if id(p) not in critic_ids]
+        groups = [{"params": actor_params, "lr": config.lr},
+                  {"params": critic_params, "lr": config.critic_lr or config.lr}]
+        # Adam with fused=True: one fused kernel instead of a loop over the parameters, which
+        # dominates for these small networks on the CPU (benchmarks/bench_ops.py). Parameters
+        # whose gradient is None (frozen in a group's update) are skipped entirely.
+        self._adam = torch.optim.Adam(groups, lr=config.lr, eps=1e-5, fused=True)
+        self._base_lrs = [float(config.lr), float(config.critic_lr or config.lr)]
+        self._params = actor_params + critic_params
+        # Registered so that Tianshou's state_dict/load_state_dict carry the optimiser state.
+        self.optim = self.Optimizer(self._adam, model, max_grad_norm=config.max_grad_norm)
+        self._optimizers.append(self.optim)
+        n = model.spec.n_agents
+        self._agent_params = [model.agent_parameters(k) for k in range(n)]
+        self._priority_params = [model.priority_parameters(p) for p in range(n)]
         self._generator = torch.Generator().manual_seed(0)
+        # Progress of the run (saved with the algorithm, so a resumed run continues its schedule).
+        self.register_buffer("env_steps_done", torch.zeros((), dtype=torch.int64))
+        self.total_env_steps: int | None = None
+        self.return_stats = RunningMeanStd(n) if config.reward_scaling else None
+        self._stats_batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None
+        self._explained_variance = float("nan")
 
     def set_training_horizon(self, total_env_steps: int) -> None:
         """Tell the algorithm how many environment steps the whole run will take (schedules
@@ -109,58 +144,112 @@ class STEPAlgorithm(OnPolicyAlgorithm[STEPPolicy]):
         """Seed the random update order of HAPPO and the minibatch shuffling."""
         self._generator.manual_seed(seed)
 
+    def steps_done(self) -> int:
+        """Environment steps this algorithm has learned from (saved in its state)."""
+        done: torch.Tensor = self.env_steps_done  # type: ignore[assignment]
+        return int(done)
+
+    def _add_env_steps(self, count: int) -> None:
+        done: torch.Tensor = self.env_steps_done  # type: ignore[assignment]
+        done += count
+
+    def lr_fraction(self, env_steps_done: int) -> float:
+        """The factor on the learning rates after ``env_steps_done`` steps (1 without
+        ``lr_decay``; else linear from 1 to 0 over the training horizon)."""
+        if not self.config.lr_decay:
+            return 1.0
+        if self.total_env_steps is None:
+            raise RuntimeError("lr_decay needs the run's length: call "
+                               "algorithm.set_training_horizon(total_env_steps) before training")
+        return max(0.0, 1.0 - env_steps_done / self.total_env_steps)
+
     # --- advantages ------------------------------------------------------------------------
     def _preprocess_batch(self, batch: Any, buffer: ReplayBuffer, indices: np.ndarray) -> Any:
-        cfg = self.config
-        spec = self.model.spec
-        obs, alive, _, order = batch_tensors(batch.obs)
-        obs_next, _, present_next, order_next = batch_tensors(batch.obs_next)
+        cfg, model = self.config, self.model
+        spec = model.spec
+        obs_raw, alive, _, order, state_raw = batch_tensors(batch.obs, spec.state_dim)
+        obs_next_raw, _, present_next, order_next, state_next_raw = batch_tensors(batch.obs_next, spec.state_dim)
         act = torch.as_tensor(np.asarray(batch.act))
         act = act.long() if spec.action_kind == "discrete" else act.float()
-        with torch.no_grad():  # (not inference_mode: logp_old and v_old enter the losses)
-            # PPO's old log-probabilities and V^i(s, a^{1:i-1}) with the superiors' actual
-            # actions, for the whole batch at once (the collector only sampled actions).
-            taken = self.policy.evaluate_joint(obs, alive, order, act)
-            # V^i at the next observation: its own value given superiors' actions sampled
-            # from the current policy (the next step's actual actions are not in this row).
-            # With gamma = 0 the bootstrap term vanishes: skip the chain.
-            next_value = (torch.zeros_like(taken.value) if cfg.gamma == 0.0 else
-                          self.policy.chain(obs_next, present_next, order_next, greedy=False).value)
-        episode_end = np.asarray(batch.done, bool).copy()
-        episode_end[np.isin(indices, buffer.unfinished_index())] = True
+        n_rows = obs_raw.shape[0]
         # Per-agent flags from the observations (the env's info may be empty, agents.adapter).
         alive_np, terminated, truncated = step_flags(batch.obs, batch.obs_next)
-        value = taken.value.numpy()
+        episode_end = np.asarray(batch.done, bool).copy()
+        episode_end[np.isin(indices, buffer.unfinished_index())] = True
+        next_pos = _next_positions(buffer, indices, episode_end)  # (T,), -1: not in the batch
+        with torch.no_grad():  # (not inference_mode: logp_old and v_old enter the losses)
+            obs, state = model.prepare_obs(obs_raw, state_raw)
+            # PPO's old log-probabilities and V^i(s, a^{1:i-1}) with the superiors' actual
+            # actions, for the whole batch at once (the collector only sampled actions).
+            taken = self.policy.evaluate_joint(obs, alive, order, act, state)
+            value = model.value_in_return_units(taken.value)  # (T, n) return units
+            next_value = torch.zeros_like(value)
+            if cfg.gamma > 0.0:  # with gamma = 0 the bootstrap term vanishes
+                inside = next_pos >= 0
+                next_value[torch.as_tensor(inside)] = value[torch.as_tensor(next_pos[inside])]
+                # Rows whose next row is not here, or where an agent was truncated alone:
+                # bootstrap from obs_next with superiors' actions sampled from the policy.
+                sample_rows = np.flatnonzero(~inside | truncated.any(1))
+                if sample_rows.size:
+                    rows_t = torch.as_tensor(sample_rows)
+                    obs_n, state_n = model.prepare_obs(
+                        obs_next_raw[rows_t], None if state_next_raw is None else state_next_raw[rows_t])
+                    sampled = model.value_in_return_units(self.policy.chain(
+                        obs_n, present_next[rows_t], order_next[rows_t], greedy=False,
+                        with_logp=False, state=state_n).value)
+                    replace = torch.as_tensor(~inside[sample_rows, None] | truncated[sample_rows])
+                    next_value[rows_t] = torch.where(replace, sampled, next_value[rows_t])
+        rew = np.asarray(batch.rew, np.float64).reshape(alive_np.shape)
+        if self.return_stats is not None:
+            rew = self._scale_rewards(rew, buffer, indices, episode_end, alive_np)
         adv, ret = per_agent_gae(
-            rew=np.asarray(batch.rew, np.float64).reshape(alive_np.shape),
-            value=value.astype(np.float64),
-            next_value=next_value.numpy().astype(np.float64),
-            alive=alive_np,
-            terminated=terminated,
-            truncated=truncated,
-            episode_end=episode_end,
-            gamma=cfg.gamma,
-            gae_lambda=cfg.gae_lambda,
+            rew=rew, value=value.numpy().astype(np.float64),
+            next_value=next_value.numpy().astype(np.float64), alive=alive_np,
+            terminated=terminated, truncated=truncated, episode_end=episode_end,
+            gamma=cfg.gamma, gae_lambda=cfg.gae_lambda,
         )
         batch.adv, batch.returns = adv, ret
         row_np, agent_np = np.nonzero(alive_np)
         row, agent = torch.as_tensor(row_np), torch.as_tensor(agent_np)
+        ret_pairs = torch.as_tensor(ret[row_np, agent_np])
+        self._explained_variance = _explained_variance(value[row, agent], ret_pairs)
+        if model.value_norm is not None:  # targets on the updated scale (MAPPO's value normaliser)
+            model.value_norm.update(ret_pairs, agent)
+            ret_pairs = model.value_norm.normalize(ret_pairs, agent)
         pos_of = position_of(order)
         priority = pos_of[row, agent]
-        inputs = self.model.inputs(obs=obs[row], act_enc=encode_joint_action(spec, act[row]),
-                                   alive=alive[row], pos_of=pos_of[row], agent=agent, priority=priority)
+        inputs = model.inputs(obs=obs[row], act_enc=encode_joint_action(spec, act[row]),
+                              alive=alive[row], pos_of=pos_of[row], agent=agent, priority=priority,
+                              state=None if state is None else state[row])
         self._pairs = PairBatch(
             inputs=inputs, act=act[row, agent], row=row, agent=agent, priority=priority,
-            adv=torch.as_tensor(adv[row_np, agent_np]), ret=torch.as_tensor(ret[row_np, agent_np]),
-            v_old=taken.value[row, agent], logp_old=taken.logp[row, agent], n_rows=obs.shape[0],
+            adv=torch.as_tensor(adv[row_np, agent_np]), ret=ret_pairs,
+            v_old=taken.value[row, agent], logp_old=taken.logp[row, agent], n_rows=n_rows,
         )
+        # Observation statistics change after this batch's update (the policy that collected
+        # it and the one being updated see the same normalisation).
+        self._stats_batch = (obs_raw, alive, state_raw)
+        self._add_env_steps(n_rows)
         return batch
+
+    def _scale_rewards(self, rew: np.ndarray, buffer: ReplayBuffer, indices: np.ndarray,
+                       episode_end: np.ndarray, alive: np.ndarray) -> np.ndarray:
+        """Rewards divided by the running std of each agent's discounted return, accumulated
+        forward in time within the batch (``reward_scaling``)."""
+        assert self.return_stats is not None  # internal: only called with reward scaling
+        prev_pos = _previous_positions(buffer, indices, episode_end)
+        discounted = forward_discounted_returns(rew, prev_pos, self.config.gamma)
+        row, agent = np.nonzero(alive)
+        agent_t = torch.as_tensor(agent)
+        self.return_stats.update(torch.as_tensor(discounted[row, agent]), agent_t)
+        std = self.return_stats.std().double().numpy()  # (n,)
+        return rew / std
 
     # --- losses ----------------------------------------------------------------------------
     def _pair_losses(self, pb: PairBatch, adv: torch.Tensor, priority: int | None = None,
                      generated: torch.Tensor | None = None
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Clipped surrogate, clipped value loss, entropy and new log-probs of the pairs ``pb``.
+        """Clipped surrogate, value loss (Eq. 12), entropy and new log-probs of the pairs ``pb``.
 
         Args:
             pb: the pairs (a :meth:`PairBatch.subset`).
@@ -176,10 +265,12 @@ class STEPAlgorithm(OnPolicyAlgorithm[STEPPolicy]):
         logp = dist.log_prob(pb.act)  # (m,)
         ratio = (logp - pb.logp_old).exp()
         surrogate = torch.min(ratio * adv, ratio.clamp(1.0 - cfg.clip, 1.0 + cfg.clip) * adv)
-        # Eq. 12: the pessimistic maximum of the plain and the clipped value error.
         v_old, ret = pb.v_old, pb.ret
-        v_clipped = v_old + (value - v_old).clamp(-cfg.clip, cfg.clip)
-        vf_loss = torch.max((value - ret).pow(2), (v_clipped - ret).pow(2)).mean()
+        if cfg.value_clip is None:
+            vf_loss = (value - ret).pow(2).mean()
+        else:  # Eq. 12: the pessimistic maximum of the plain and the clipped value error
+            v_clipped = v_old + (value - v_old).clamp(-cfg.value_clip, cfg.value_clip)
+            vf_loss = torch.max((value - ret).pow(2), (v_clipped - ret).pow(2)).mean()
         return surrogate.mean(), vf_loss, dist.entropy().mean(), logp.detach()
 
     def _advantages(self, pb: PairBatch, factor: torch.Tensor | None) -> torch.Tensor:
@@ -193,37 +284,75 @@ class STEPAlgorithm(OnPolicyAlgorithm[STEPPolicy]):
 
     def _minibatches(self, idx: torch.Tensor) -> list[torch.Tensor]:
         perm = idx[torch.randperm(idx.numel(), generator=self._generator)]
+        size = self.config.minibatch_size
+        if size is not None:
+            return list(perm.split(size))
         return [chunk for chunk in perm.chunk(self.config.minibatches) if chunk.numel() > 0]
+
+    def _single_minibatch(self, count: int) -> bool:
+        size = self.config.minibatch_size
+        return count <= size if size is not None else self.config.minibatches == 1
 
     def _update_with_batch(self, batch: Any, batch_size: int | None, repeat: int) -> STEPTrainingStats:
         pb = self._pairs
         log: dict[str, list[float]] = {"actor": [], "vf": [], "ent": [], "reg": []}
         steps = 0
         variant = self.config.variant
+        # The schedule reads the progress before this batch was counted.
+        fraction = self.lr_fraction(self.steps_done() - pb.n_rows)
+        for param_group, base in zip(self._adam.param_groups, self._base_lrs, strict=True):
+            param_group["lr"] = base * fraction
         all_pairs = torch.arange(pb.row.numel())
+        n = self.model.spec.n_agents
         if variant is Variant.STEP:
-            for p in range(self.model.spec.n_agents):  # Algorithm 1: agent by agent, leader first
-                steps += self._update_group(pb, all_pairs[pb.priority == p], repeat, log, priority=p)
+            for p in range(n):  # Algorithm 1: agent by agent, leader first
+                group = all_pairs[pb.priority == p]
+                steps += self._update_group(pb, group, repeat, log, priority=p)
         elif variant is Variant.HAPPO:
             factor = torch.ones(pb.n_rows)  # (T,) product of earlier agents' ratios
-            perm = torch.randperm(self.model.spec.n_agents, generator=self._generator)
+            perm = torch.randperm(n, generator=self._generator)
             for k in perm.tolist():
                 group = all_pairs[pb.agent == k]
                 if group.numel() == 0:
                     continue
                 steps += self._update_group(pb, group, repeat, log, factor=factor)
+                # Agent k's policy is final for this iteration (the others' updates leave it
+                # alone), so its ratio enters the factor of the agents after it.
                 with torch.no_grad():
                     _, _, _, logp_new = self._pair_losses(pb.subset(group), pb.adv[group])
                     factor[pb.row[group]] *= (logp_new - pb.logp_old[group]).exp()
         else:  # MAPPO, IPPO: simultaneous agents, one joint update
             steps += self._update_group(pb, all_pairs, repeat, log)
+        if self._stats_batch is not None:
+            self.model.update_obs_statistics(*self._stats_batch)
+            self._stats_batch = None
 
         def summary(values: list[float]) -> SequenceSummaryStats:
             return SequenceSummaryStats.from_sequence(values or [0.0])
 
         return STEPTrainingStats(actor_loss=summary(log["actor"]), vf_loss=summary(log["vf"]),
                                  entropy=summary(log["ent"]), regulariser=summary(log["reg"]),
-                                 gradient_steps=steps)
+                                 gradient_steps=steps, explained_variance=self._explained_variance,
+                                 lr=self._adam.param_groups[0]["lr"])
+
+    def _frozen(self, group_agents: set[int], priority: int | None) -> list[torch.nn.Parameter]:
+        """Parameters that must not move in the update of a group: those of agents outside
+        the group, and (STEP) the embeddings of the other priorities."""
+        frozen = [p for k, params in enumerate(self._agent_params) if k not in group_agents for p in params]
+        if priority is not None:
+            frozen += [p for q, params in enumerate(self._priority_params) if q != priority for p in params]
+        return frozen
+
+    def _gradient_step(self, loss: torch.Tensor, frozen: list[torch.nn.Parameter]) -> None:
+        """zero_grad, backward, drop the frozen parameters' gradients, clip, Adam step."""
+        self._adam.zero_grad(set_to_none=True)
+        loss.backward()
+        for param in frozen:
+            param.grad = None
+        if self.config.max_grad_norm is not None:
+            with_grad = [p for p in self._params if p.grad is not None]
+            torch.nn.utils.clip_grad_norm_(with_grad, max_norm=self.config.max_grad_norm)
+        self._adam.step()
 
     def _update_group(self, pb: PairBatch, group: torch.Tensor, epochs: int,
                       log: dict[str, list[float]], *, priority: int | None = None,
@@ -237,12 +366,13 @@ class STEPAlgorithm(OnPolicyAlgorithm[STEPPolicy]):
             return 0
         cfg = self.config
         actor = self.model.actor
+        frozen = self._frozen(set(pb.agent[group].tolist()), priority)
         snapshot: torch.Tensor | None = None
         if priority is not None and priority > 0 and cfg.beta > 0 and isinstance(actor, NLevelPolicy):
             with torch.no_grad():
                 snapshot = actor.generated(torch.arange(priority)).clone()  # (i-1, n_generated)
         # One minibatch: the same pairs every epoch, gathered and their advantages prepared once.
-        whole = pb.subset(group) if cfg.minibatches == 1 else None
+        whole = pb.subset(group) if self._single_minibatch(group.numel()) else None
         whole_parts = [(whole, self._advantages(whole, factor))] if whole is not None else None
         steps = 0
         terms: list[torch.Tensor] = []
@@ -261,13 +391,54 @@ class STEPAlgorithm(OnPolicyAlgorithm[STEPPolicy]):
                     reg = hypernetwork_regulariser(actor, snapshot, beta=cfg.beta,  # type: ignore[arg-type]
                                                    current=generated[: snapshot.shape[0]])
                     loss = loss + reg
-                self.optim.step(loss)
+                self._gradient_step(loss, frozen)
                 steps += 1
                 terms.append(torch.stack([-surrogate, vf_loss, entropy, reg]).detach())
         if terms:  # one conversion instead of four .item() per gradient step
             for key, column in zip(("actor", "vf", "ent", "reg"), torch.stack(terms).T.tolist(), strict=True):
                 log[key].extend(column)
         return steps
+
+
+def _next_positions(buffer: ReplayBuffer, indices: np.ndarray, episode_end: np.ndarray) -> np.ndarray:
+    """For each row, the batch position of the next time step of the same episode, or -1 where
+    the row ends an episode or its env's run of rows (its next step is not in the batch)."""
+    position = {int(i): t for t, i in enumerate(indices)}
+    following = buffer.next(indices)
+    out = np.array([position.get(int(j), -1) for j in following], dtype=np.int64)
+    out[episode_end] = -1
+    out[out == np.arange(len(indices))] = -1
+    return out
+
+
+def _previous_positions(buffer: ReplayBuffer, indices: np.ndarray, episode_end: np.ndarray) -> np.ndarray:
+    """For each row, the batch position of the previous time step of the same episode, or -1."""
+    following = _next_positions(buffer, indices, episode_end)
+    prev = np.full(len(indices), -1, dtype=np.int64)
+    has_next = following >= 0
+    prev[following[has_next]] = np.flatnonzero(has_next)
+    return prev
+
+
+def forward_discounted_returns(rew: np.ndarray, prev_pos: np.ndarray, gamma: float) -> np.ndarray:
+    """G_t = r_t + gamma * G_{prev(t)} along each episode (G restarts where ``prev_pos`` is -1).
+
+    Args:
+        rew: (T, n_agents) rewards.
+        prev_pos: (T,) batch position of each row's previous step, -1 for an episode's first
+            row in the batch; previous rows come first (buffer order).
+        gamma: discount.
+    """
+    out = np.zeros_like(rew, dtype=np.float64)
+    for t in range(rew.shape[0]):
+        p = prev_pos[t]
+        out[t] = rew[t] + (gamma * out[p] if p >= 0 else 0.0)
+    return out
+
+
+def _explained_variance(value: torch.Tensor, ret: torch.Tensor) -> float:
+    var = float(ret.var()) if ret.numel() > 1 else 0.0
+    return float("nan") if var == 0.0 else 1.0 - float((ret - value).var()) / var
 
 
 def hypernetwork_regulariser(actor: NLevelPolicy, snapshot: torch.Tensor, *, beta: float,

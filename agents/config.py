@@ -69,6 +69,37 @@ class STEPConfig:
     """Normalise each agent's advantages over its own samples of a minibatch."""
     log_std_init: float = -0.5
     """Initial log standard deviation of the Gaussian policy (Box action spaces)."""
+    log_std_min: float = -5.0
+    """Floor of the Gaussian policy's log standard deviation: its spread cannot collapse below
+    exp(log_std_min), whatever the updates do (the ceiling is 2.0)."""
+    value_normalization: bool = True
+    """Critics predict returns normalised by running per-agent statistics (mean and std of the
+    returns seen so far), so the value loss and the value clip work on the same scale whatever
+    the reward scale; values are de-normalised for GAE."""
+    value_clip: float | None = 0.2
+    """Clip of V - V_old in the value loss (Eq. 12), in the critic's units (normalised units
+    with ``value_normalization``); None: plain squared error."""
+    obs_normalization: bool = False
+    """Normalise each agent's base observation (and the global state) by running per-agent
+    mean and std, clipped to [-10, 10]. Updated from each collected batch after the update;
+    frozen while acting and evaluating; saved in checkpoints."""
+    reward_scaling: bool = False
+    """Divide each agent's rewards by the running std of its discounted return (accumulated
+    forward within each collected batch), as PPO implementations for continuous control do."""
+    lr_decay: bool = False
+    """Decay the learning rates linearly to 0 over the run (needs the run's length:
+    ``STEPAlgorithm.set_training_horizon``, which :func:`agents.training.train` calls)."""
+    critic_lr: float | None = None
+    """Adam learning rate of the critics; None: ``lr``."""
+    minibatch_size: int | None = None
+    """Pairs (time step, agent) per gradient step; overrides ``minibatches`` when set. With a
+    size instead of a count, every variant takes the same number of gradient steps per
+    collected batch: the sequential variants (STEP, HAPPO) split each agent's share into
+    minibatches of this size, the joint ones (MAPPO, IPPO) all pairs."""
+    critic_state: str = "auto"
+    """What the centralised critics (STEP, MAPPO, HAPPO) read besides observations: the env's
+    global ``state()`` -- ``"auto"`` where the env has ``state()`` and a Box ``state_space``,
+    ``"always"`` (an error where it has not), ``"never"``. IPPO's critics stay independent."""
     n_envs: int = 8
     """Parallel environments of the collector."""
     steps_per_collect: int = 400
@@ -93,6 +124,14 @@ class STEPConfig:
             raise ValueError(f"clip={self.clip!r} must be positive")
         if self.target_hidden_size < 0:
             raise ValueError(f"target_hidden_size={self.target_hidden_size!r} must be >= 0")
+        for name in ("lr", "critic_lr", "value_clip", "minibatch_size"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name}={value!r} must be positive (or None where allowed)")
+        if not self.log_std_min < 2.0:
+            raise ValueError(f"log_std_min={self.log_std_min!r} must be below the ceiling 2.0")
+        if self.critic_state not in ("auto", "always", "never"):
+            raise ValueError(f"critic_state={self.critic_state!r}; expected 'auto', 'always' or 'never'")
 
     @classmethod
     def matrix_games(cls, **overrides: Any) -> STEPConfig:

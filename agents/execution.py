@@ -25,6 +25,7 @@ from pettingzoo.utils.env import ParallelEnv
 
 import stmg
 from agents.model import MultiAgentActorCritic
+from agents.spec import JointSpec
 
 Mode = Literal["communicated", "decentralized"]
 
@@ -64,6 +65,7 @@ def act_from_flat(model: MultiAgentActorCritic, flat: np.ndarray | torch.Tensor
     pos_of = torch.where(mask > 0.5, torch.zeros_like(mask), torch.full_like(mask, n)).long()
     alive = torch.maximum(mask, torch.nn.functional.one_hot(agent, n).float())
     with torch.no_grad():
+        obs, _ = model.prepare_obs(obs)  # running observation statistics, frozen here
         dist, _ = model.evaluate(obs=obs, act_enc=table, alive=alive, pos_of=pos_of, agent=agent,
                                  priority=priority, with_value=False)
     probs = dist.probs() if spec.action_kind == "discrete" else None
@@ -83,13 +85,30 @@ def _layout(model: MultiAgentActorCritic) -> dict[str, slice]:
 
 
 def _env_action(model: MultiAgentActorCritic, agent_index: int, raw: torch.Tensor) -> Any:
-    spec = model.spec
-    if spec.action_kind == "discrete":
-        return int(raw) + spec.action_starts[agent_index]
-    values = raw[: spec.action_sizes[agent_index]].numpy()
-    low = np.asarray(spec.action_low[agent_index], np.float32)
-    high = np.asarray(spec.action_high[agent_index], np.float32)
-    return np.clip(values, low, high).astype(np.float32)
+    return model.spec.env_action(agent_index, raw.numpy())
+
+
+class ModelGameMismatchError(ValueError):
+    """A model was played on a game of another shape than the one it was built for."""
+
+
+_SHAPE_FIELDS = ("possible_agents", "obs_dim", "action_kind", "action_sizes", "slot_size",
+                 "distinct_observations")
+
+
+def check_model_fits_game(model: MultiAgentActorCritic, game: stmg.STMGEnv) -> None:
+    """Raise :class:`ModelGameMismatchError`, naming each difference, unless ``model`` was
+    built for a game of the shape of ``game`` (agents, observation and action sizes)."""
+    expected = model.spec.signature()
+    found = JointSpec.from_encoder(game.encoder).signature()
+    diffs = [f"{key}: the model has {expected[key]!r}, the game has {found[key]!r}"
+             for key in _SHAPE_FIELDS if expected[key] != found[key]]
+    if model.spec.action_kind == "box":
+        game_spec = JointSpec.from_encoder(game.encoder)
+        if (game_spec.action_low, game_spec.action_high) != (model.spec.action_low, model.spec.action_high):
+            diffs.append("action bounds differ")
+    if diffs:
+        raise ModelGameMismatchError("the model was built for another game: " + "; ".join(diffs))
 
 
 class GreedyExecutor:
@@ -106,6 +125,7 @@ class GreedyExecutor:
             raise ValueError(f"mode={mode!r} is not supported; expected 'communicated' or 'decentralized'")
         if not game.encoder.flatten:
             raise ValueError("GreedyExecutor needs the flat STMG form: stmg.wrap(..., flatten=True)")
+        check_model_fits_game(model, game)
         self.model = model
         self.game = game
         self.mode = mode
@@ -157,9 +177,22 @@ class GreedyExecutor:
 def play_greedy(model: MultiAgentActorCritic, env: ParallelEnv, *, mode: Mode,
                 order: Sequence[str] | None = None, observation: str = "own", seed: int = 0,
                 max_steps: int | None = None) -> list[dict[str, Any]]:
-    """Play one episode greedily; returns the joint action of every time step."""
+    """Play one episode greedily; returns the joint action of every time step.
+
+    Torch runs with the model's configured thread count (``config.torch_threads``) meanwhile,
+    as in training: for these small networks more threads are slower."""
     game = stmg.wrap(env, order, observation=observation, flatten=True)  # type: ignore[arg-type]
     executor = GreedyExecutor(model=model, game=game, mode=mode)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(model.config.torch_threads)
+    try:
+        return _play(executor, game, seed=seed, max_steps=max_steps)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _play(executor: GreedyExecutor, game: stmg.STMGEnv, *, seed: int, max_steps: int | None
+          ) -> list[dict[str, Any]]:
     game.reset(seed=seed)
     joint_actions: list[dict[str, Any]] = []
     current: dict[str, Any] = {}

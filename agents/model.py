@@ -7,12 +7,23 @@ who is alive and each agent's priority position -- and picks what it may see:
 variant   actor input                                            critic
 ========  =====================================================  =====================================
 STEP      STMG observation: own obs, superiors' actions, mask;   V^i(s, a^{1:i-1}) per agent on the
-          priority ID -> hypernetwork (:class:`NLevelPolicy`)    full flat STMG observation
+          priority ID -> hypernetwork (:class:`NLevelPolicy`);   full flat STMG observation + state
+          + the agent's code where observation spaces differ
 MAPPO     own obs + agent ID, one shared MLP                     one shared MLP on all obs + alive
-                                                                 mask + agent ID (centralised)
+                                                                 mask + agent ID + state
 IPPO      own obs, one MLP per agent                             one MLP per agent on own obs
 HAPPO     own obs, one MLP per agent                             one MLP per agent on all obs + alive
+                                                                 + state
 ========  =====================================================  =====================================
+
+"state" is the env's global ``state()`` where the adapter carries it (``spec.state_dim`` > 0,
+:attr:`STEPConfig.critic_state`). MAPPO's critic thus reads everything STEP's reads except the
+superiors' actions, which simultaneous agents do not have.
+
+Normalisation (:mod:`agents.normalization`): with ``obs_normalization`` the base observations
+and the state pass :meth:`MultiAgentActorCritic.prepare_obs` before anything reads them; with
+``value_normalization`` the critics' outputs are in normalised units and
+:meth:`MultiAgentActorCritic.value_in_return_units` converts them.
 """
 
 from __future__ import annotations
@@ -26,7 +37,11 @@ from torch import nn
 from agents.config import STEPConfig, Variant
 from agents.encoding import stmg_inputs
 from agents.networks import AgentMLPs, MaskedDistribution, NLevelPolicy, mlp
+from agents.normalization import RunningMeanStd
 from agents.spec import JointSpec
+
+OBS_CLIP = 10.0
+"""Normalised observations are clipped to [-OBS_CLIP, OBS_CLIP]."""
 
 
 class MultiAgentActorCritic(nn.Module):
@@ -39,33 +54,85 @@ class MultiAgentActorCritic(nn.Module):
         self.variant = config.variant
         n, d, out = spec.n_agents, spec.obs_dim, spec.max_action_size
         h = config.hidden_size
+        s = spec.state_dim
         gaussian = spec.action_kind == "box"
         self.register_buffer("valid_actions", torch.as_tensor(spec.action_mask()), persistent=False)
         self.all_actions_valid = bool(spec.action_mask().all())  # same action count for all
         self.actor: nn.Module
         self.critics: nn.Module
-        self.log_std: nn.Parameter | None = None
         if self.variant is Variant.STEP:
             self.actor = NLevelPolicy(
                 obs_size=d, n_agents=n, slot_size=spec.slot_size, hidden=h,
                 embedding_size=config.priority_embedding_size,
                 target_hidden=config.target_hidden_size, out_size=out, gaussian=gaussian,
-                log_std_init=config.log_std_init,
+                log_std_init=config.log_std_init, agent_identity=spec.distinct_observations,
             )
-            self.critics = AgentMLPs(n_members=n, in_size=spec.flat_size, hidden=h, out_size=1)
+            self.critics = AgentMLPs(n_members=n, in_size=spec.flat_size + s, hidden=h, out_size=1)
         elif self.variant is Variant.MAPPO:
             self.actor = mlp(d + n, h, out)
             _small_head(self.actor)
-            self.critics = mlp(n * d + 2 * n, h, 1)
+            self.critics = mlp(n * d + 2 * n + s, h, 1)
         elif self.variant in (Variant.IPPO, Variant.HAPPO):
             self.actor = AgentMLPs(n_members=n, in_size=d, hidden=h, out_size=out, out_gain=0.01)
-            critic_in = d if self.variant is Variant.IPPO else n * d + n
+            critic_in = d if self.variant is Variant.IPPO else n * d + n + s
             self.critics = AgentMLPs(n_members=n, in_size=critic_in, hidden=h, out_size=1)
         else:  # pragma: no cover - Variant is closed
             raise ValueError(f"unknown variant {self.variant!r}")
+        self.log_stds: nn.ParameterList | None = None
         if gaussian and self.variant is not Variant.STEP:
+            # One tensor per member (MAPPO: one shared), for the same reason as AgentMLPs.
             members = 1 if self.variant is Variant.MAPPO else n
-            self.log_std = nn.Parameter(torch.full((members, out), config.log_std_init))
+            self.log_stds = nn.ParameterList(
+                [nn.Parameter(torch.full((out,), config.log_std_init)) for _ in range(members)])
+        self.obs_norm = RunningMeanStd(n, (d,)) if config.obs_normalization else None
+        self.state_norm = RunningMeanStd(1, (s,)) if config.obs_normalization and s else None
+        self.value_norm = RunningMeanStd(n) if config.value_normalization else None
+
+    # --- per-agent parameters (agent-by-agent updates) -------------------------------------
+    def agent_parameters(self, k: int) -> list[nn.Parameter]:
+        """The parameters that belong to agent ``k`` alone: its critic, and for IPPO/HAPPO its
+        actor and log-std. Shared parameters (STEP's N-level policy, MAPPO's networks) are not
+        included."""
+        params: list[nn.Parameter] = []
+        if isinstance(self.critics, AgentMLPs):
+            params += self.critics.member_parameters(k)
+        if isinstance(self.actor, AgentMLPs):
+            params += self.actor.member_parameters(k)
+        if self.log_stds is not None and len(self.log_stds) > 1:
+            params.append(self.log_stds[k])
+        return params
+
+    def priority_parameters(self, p: int) -> list[nn.Parameter]:
+        """STEP: the priority embedding e^p (empty for the baselines)."""
+        actor = self.actor
+        return [actor.priority_embedding[p]] if isinstance(actor, NLevelPolicy) else []
+
+    # --- normalisation ---------------------------------------------------------------------
+    def prepare_obs(self, obs: torch.Tensor, state: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Normalised (obs (B, n_agents, obs_dim), state (B, state_dim)); unchanged without
+        ``obs_normalization``. Every path that feeds the networks calls this first."""
+        if self.obs_norm is not None:
+            obs = self.obs_norm.normalize(obs).clamp(-OBS_CLIP, OBS_CLIP)
+        if state is not None and self.state_norm is not None:
+            state = self.state_norm.normalize(state.unsqueeze(1)).squeeze(1).clamp(-OBS_CLIP, OBS_CLIP)
+        return obs, state
+
+    def update_obs_statistics(self, obs: torch.Tensor, alive: torch.Tensor,
+                              state: torch.Tensor | None = None) -> None:
+        """Add raw observations of the acting agents (obs (B, n, d), alive (B, n)) and the
+        states (B, S) to the running statistics (no-op without ``obs_normalization``)."""
+        if self.obs_norm is not None:
+            rows, agent = (alive > 0.5).nonzero(as_tuple=True)
+            if rows.numel():
+                self.obs_norm.update(obs[rows, agent], agent)
+        if self.state_norm is not None and state is not None and state.shape[0]:
+            self.state_norm.update(state, torch.zeros(state.shape[0], dtype=torch.long))
+
+    def value_in_return_units(self, value: torch.Tensor, agent: torch.Tensor | None = None) -> torch.Tensor:
+        """Critic outputs -> values in return units (de-normalised with ``value_normalization``).
+        ``agent`` (P,) for a flat batch of pairs; None for (..., n_agents) tensors."""
+        return value if self.value_norm is None else self.value_norm.denormalize(value, agent)
 
     def generated(self) -> torch.Tensor | None:
         """STEP: the hypernetwork output for all priorities (see ``evaluate``); else None."""
@@ -86,11 +153,14 @@ class MultiAgentActorCritic(nn.Module):
         pos_of: torch.Tensor,
         agent: torch.Tensor,
         priority: torch.Tensor,
+        state: torch.Tensor | None = None,
     ) -> PairInputs:
         """What the actor and the critic of each (time step, agent) pair read (data only).
 
         Args:
-            obs: (B, n_agents, obs_dim) base observations of every agent.
+            obs: (B, n_agents, obs_dim) base observations of every agent (prepared:
+                :meth:`prepare_obs`).
+            state: (B, state_dim) global states (prepared), needed when ``spec.state_dim`` > 0.
             act_enc: (B, n_agents, slot_size) encoded (partial) joint actions.
             alive: (B, n_agents) 1.0 for the agents acting in the time step.
             pos_of: (B, n_agents) long priority positions.
@@ -99,19 +169,32 @@ class MultiAgentActorCritic(nn.Module):
         """
         spec, n = self.spec, self.spec.n_agents
         batch = obs.shape[0]
+        if spec.state_dim and state is not None and state.shape != (batch, spec.state_dim):
+            raise ValueError(f"this model's critics read a state of size {spec.state_dim}; got "
+                             f"{tuple(state.shape)} for {batch} pairs")
+        # Without the state the critics cannot be evaluated (acting only): no critic inputs.
+        no_critic = bool(spec.state_dim) and state is None
+        extra: list[torch.Tensor] = [state] if state is not None and spec.state_dim else []
         if self.variant is Variant.STEP:
             flat = stmg_inputs(spec, obs=obs, act_enc=act_enc, alive=alive, pos_of=pos_of,
                                agent=agent, priority=priority)  # (B, flat_size)
-            return PairInputs(actor=flat[:, : spec.obs_dim + n * spec.slot_size + n], critic=flat)
+            actor_in = flat[:, : spec.obs_dim + n * spec.slot_size + n]
+            actor = self.actor
+            assert isinstance(actor, NLevelPolicy)  # internal: STEP's actor
+            identity = actor.identity_code(agent, batch)
+            if identity is not None:
+                actor_in = torch.cat([actor_in, identity], dim=1)
+            critic = None if no_critic else torch.cat([flat, *extra], dim=1) if extra else flat
+            return PairInputs(actor=actor_in, critic=critic)
         own = obs[torch.arange(batch, device=obs.device), agent]  # (B, obs_dim)
         if self.variant is Variant.IPPO:
             return PairInputs(actor=own, critic=own)
-        joint = torch.cat([obs.reshape(batch, -1), alive], dim=1)
+        joint = torch.cat([obs.reshape(batch, -1), alive, *extra], dim=1)
         if self.variant is Variant.HAPPO:
-            return PairInputs(actor=own, critic=joint)
+            return PairInputs(actor=own, critic=None if no_critic else joint)
         agent_id = F.one_hot(agent, n).float()  # MAPPO: (B, n)
         return PairInputs(actor=torch.cat([own, agent_id], dim=1),
-                          critic=torch.cat([joint, agent_id], dim=1))
+                          critic=None if no_critic else torch.cat([joint, agent_id], dim=1))
 
     def heads(
         self,
@@ -122,7 +205,10 @@ class MultiAgentActorCritic(nn.Module):
         with_value: bool = True,
         generated: torch.Tensor | None = None,
     ) -> tuple[MaskedDistribution, torch.Tensor | None]:
-        """Policy distribution and (B,) value (or None) of pairs from their :meth:`inputs`.
+        """Policy distribution and (B,) critic output (or None) of pairs from their :meth:`inputs`.
+
+        The critic output is in normalised units with ``value_normalization``
+        (:meth:`value_in_return_units` converts it).
 
         Args:
             inputs: the pairs' actor and critic inputs.
@@ -149,13 +235,23 @@ class MultiAgentActorCritic(nn.Module):
                 out = self.actor(inputs.actor, agent)
                 if with_value:
                     value = self.critics(inputs.critic, agent).squeeze(-1)
-            if self.log_std is not None:
-                member = torch.zeros_like(agent) if self.log_std.shape[0] == 1 else agent
-                log_std = self.log_std[member]
+            if self.log_stds is not None:
+                if len(self.log_stds) == 1:
+                    log_std = self.log_stds[0].expand(out.shape[0], -1)
+                else:  # only the members present enter the graph
+                    log_std = out.new_zeros(out.shape)
+                    for m in torch.unique(agent).tolist():
+                        log_std = log_std.index_put(((agent == m).nonzero(as_tuple=True)[0],),
+                                                    self.log_stds[m].expand(int((agent == m).sum()), -1))
+        return self.distribution(out, log_std, agent), value
+
+    def distribution(self, out: torch.Tensor, log_std: torch.Tensor | None,
+                     agent: torch.Tensor | int) -> MaskedDistribution:
+        """The masked action distribution of head outputs ``out`` for rows of ``agent``."""
         valid_actions: torch.Tensor = self.valid_actions  # type: ignore[assignment]
-        dist = MaskedDistribution(kind=self.spec.action_kind, out=out, log_std=log_std,
-                                  valid=valid_actions[agent], all_valid=self.all_actions_valid)
-        return dist, value
+        return MaskedDistribution(kind=self.spec.action_kind, out=out, log_std=log_std,
+                                  valid=valid_actions[agent], all_valid=self.all_actions_valid,
+                                  log_std_min=self.config.log_std_min)
 
     def evaluate(
         self,
@@ -168,11 +264,12 @@ class MultiAgentActorCritic(nn.Module):
         priority: torch.Tensor,
         with_value: bool = True,
         generated: torch.Tensor | None = None,
+        state: torch.Tensor | None = None,
     ) -> tuple[MaskedDistribution, torch.Tensor | None]:
         """:meth:`heads` of :meth:`inputs`: the distribution and value of a batch of pairs
         (arguments as there)."""
         pair_inputs = self.inputs(obs=obs, act_enc=act_enc, alive=alive, pos_of=pos_of,
-                                  agent=agent, priority=priority)
+                                  agent=agent, priority=priority, state=state)
         return self.heads(pair_inputs, agent=agent, priority=priority, with_value=with_value,
                           generated=generated)
 

@@ -38,33 +38,41 @@ def mlp(in_size: int, hidden: int, out_size: int, *, layers: int = 2) -> nn.Sequ
 
 
 class AgentMLPs(nn.Module):
-    """``n_members`` independent MLPs with stacked weights, applied row by row.
+    """``n_members`` independent MLPs, applied row by row.
 
-    ``forward(x, member)`` evaluates row b with MLP ``member[b]``.
+    ``forward(x, member)`` evaluates row b with MLP ``member[b]``. Each member owns separate
+    parameter tensors (:meth:`member_parameters`), so an optimiser can leave a member exactly
+    where it is while others are updated: a member absent from a loss gets no gradient, and
+    one stacked tensor would still be moved by Adam's momentum from earlier steps.
     """
 
     def __init__(self, *, n_members: int, in_size: int, hidden: int, out_size: int,
                  layers: int = 2, out_gain: float = 1.0) -> None:
         super().__init__()
         sizes = [in_size] + [hidden] * layers + [out_size]
-        self.weights = nn.ParameterList()
-        self.biases = nn.ParameterList()
-        for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-            w = torch.empty(n_members, fan_in, fan_out)
-            gain = out_gain if i == len(sizes) - 2 else math.sqrt(2.0)
-            for m in range(n_members):
-                nn.init.orthogonal_(w[m], gain=gain)
-            self.weights.append(nn.Parameter(w))
-            self.biases.append(nn.Parameter(torch.zeros(n_members, fan_out)))
+        self.n_members, self.out_size = n_members, out_size
+        self.members = nn.ModuleList()
+        for _ in range(n_members):
+            params = nn.ParameterList()
+            for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+                w = torch.empty(fan_in, fan_out)  # stored (in, out) for addmm
+                nn.init.orthogonal_(w, gain=out_gain if i == len(sizes) - 2 else math.sqrt(2.0))
+                params.append(nn.Parameter(w))
+                params.append(nn.Parameter(torch.zeros(fan_out)))
+            self.members.append(params)
+
+    def member_parameters(self, m: int) -> list[nn.Parameter]:
+        """The parameter tensors of member ``m``."""
+        params: nn.ParameterList = self.members[m]  # type: ignore[assignment]
+        return list(params)
 
     def forward(self, x: torch.Tensor, member: torch.Tensor) -> torch.Tensor:
         """x: (B, in_size), member: (B,) long -> (B, out_size)."""
         first = int(member[0]) if member.numel() else 0
         if bool((member == first).all()):  # common case: one agent's rows (fixed order)
             return self._member_forward(x, first)
-        out = x.new_zeros(x.shape[0], self.biases[-1].shape[1])  # (B, out)
-        # One dense MLP call per member present: cheaper than gathering a (B, in, out)
-        # weight tensor per layer once batches are large.
+        out = x.new_zeros(x.shape[0], self.out_size)  # (B, out)
+        # One dense MLP call per member present: only those members enter the graph.
         for m in torch.unique(member).tolist():
             rows = (member == m).nonzero(as_tuple=True)[0]
             out = out.index_put((rows,), self._member_forward(x[rows], m))
@@ -72,9 +80,11 @@ class AgentMLPs(nn.Module):
 
     def _member_forward(self, h: torch.Tensor, m: int) -> torch.Tensor:
         """MLP ``m`` on all rows of h: (B, in) -> (B, out)."""
-        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
-            h = torch.addmm(b[m], h, w[m])  # (B, out_i)
-            if i < len(self.weights) - 1:
+        params: nn.ParameterList = self.members[m]  # type: ignore[assignment]
+        n_layers = len(params) // 2
+        for i in range(n_layers):
+            h = torch.addmm(params[2 * i + 1], h, params[2 * i])  # (B, out_i)
+            if i < n_layers - 1:
                 h = torch.tanh(h)
         return h
 
@@ -102,17 +112,23 @@ class NLevelPolicy(nn.Module):
         out_size: target network outputs (logits, or Gaussian means).
         gaussian: also generate a state-independent log-std per priority.
         log_std_init: initial log-std (Gaussian only).
+        agent_identity: E also reads the fixed code c_k of the acting agent k (appended to the
+            input), for games whose padded observations mean different things per agent; it
+            adds ``embedding_size x hidden`` weights, independent of the number of agents.
     """
 
     def __init__(self, *, obs_size: int, n_agents: int, slot_size: int, hidden: int,
                  embedding_size: int, target_hidden: int, out_size: int, gaussian: bool,
-                 log_std_init: float = -0.5) -> None:
+                 log_std_init: float = -0.5, agent_identity: bool = False) -> None:
         super().__init__()
         self.obs_size, self.n_agents, self.slot_size = obs_size, n_agents, slot_size
-        self.input_size = obs_size + n_agents * slot_size + n_agents
+        self.agent_identity = agent_identity
+        self.identity_size = embedding_size if agent_identity else 0
+        self.table_size = n_agents * slot_size + n_agents  # prior-action table and mask
+        self.input_size = obs_size + self.table_size + self.identity_size
         # E(.; theta_s): a shared per-superior encoder phi and one layer over [obs, sum of phi].
         self.action_encoder = nn.Linear(slot_size + embedding_size, hidden)
-        self.state_embedding = nn.Linear(obs_size + hidden, hidden)
+        self.state_embedding = nn.Linear(obs_size + self.identity_size + hidden, hidden)
         # Orthogonal init (gain sqrt 2, as the other MLPs here): with PyTorch's default init the
         # superiors' actions moved the follower's input too little at the start, and on Penalty
         # k=-100 the leader settled on the safe a2 before the follower learned to respond:
@@ -121,8 +137,10 @@ class NLevelPolicy(nn.Module):
             nn.init.orthogonal_(layer.weight, gain=math.sqrt(2.0))
             nn.init.zeros_(layer.bias)
         self.register_buffer("agent_codes", agent_codes(n_agents, embedding_size), persistent=False)
-        self.priority_embedding = nn.Embedding(n_agents, embedding_size)  # e^i
-        nn.init.normal_(self.priority_embedding.weight, std=1.0)
+        # e^i, one tensor per priority: during the update of one priority the others' rows
+        # get no gradient and stay exactly where they are (see AgentMLPs on Adam momentum).
+        self.priority_embedding = nn.ParameterList(
+            [nn.Parameter(torch.randn(embedding_size)) for _ in range(n_agents)])
         self.gaussian = gaussian
         self.out_size = out_size
         # Layer shapes of the generated target network pi(s^{i-1}; theta_tar^i).
@@ -156,8 +174,12 @@ class NLevelPolicy(nn.Module):
         Returns:
             (len(priorities), n_generated).
         """
-        emb = self.priority_embedding.weight if priorities is None else self.priority_embedding(priorities)
-        return self.hypernetwork(emb)
+        table = self.embedding_table()  # (n_agents, embedding_size)
+        return self.hypernetwork(table if priorities is None else table[priorities])
+
+    def embedding_table(self) -> torch.Tensor:
+        """(n_agents, embedding_size): the priority embeddings e^1..e^n."""
+        return torch.stack(list(self.priority_embedding))
 
     def code_part(self) -> torch.Tensor:
         """(n_agents, hidden): the agent-code term W_c c_k + b of phi, the same for every row."""
@@ -176,16 +198,32 @@ class NLevelPolicy(nn.Module):
             return torch.tanh(torch.addmm(codes[agent], enc, w_action.t()))
         return torch.tanh(torch.mm(enc, w_action.t()) + codes[agent])
 
-    def embed(self, own_obs: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
-        """s^{i-1} from the own observation (B, obs_size) and the summed superior features."""
-        return torch.tanh(self.state_embedding(torch.cat([own_obs, pooled], dim=1)))
+    def identity_code(self, agent: torch.Tensor | int, batch: int) -> torch.Tensor | None:
+        """(B, embedding_size) codes c_k of the acting agents (``agent_identity`` only), else None."""
+        if not self.agent_identity:
+            return None
+        codes: torch.Tensor = self.agent_codes  # type: ignore[assignment]
+        if isinstance(agent, int):
+            return codes[agent].expand(batch, -1)
+        return codes[agent]
+
+    def embed(self, own_obs: torch.Tensor, pooled: torch.Tensor,
+              identity: torch.Tensor | None = None) -> torch.Tensor:
+        """s^{i-1} from the own observation (B, obs_size), the summed superior features and,
+        with ``agent_identity``, the acting agent's code (:meth:`identity_code`)."""
+        parts = [own_obs, pooled] if identity is None else [own_obs, identity, pooled]
+        return torch.tanh(self.state_embedding(torch.cat(parts, dim=1)))
 
     def embed_state(self, state_input: torch.Tensor) -> torch.Tensor:
-        """s^{i-1} = E(s, a^{1:i-1}): (B, input_size) -> (B, hidden)."""
+        """s^{i-1} = E(s, a^{1:i-1}): (B, input_size) -> (B, hidden).
+
+        ``state_input`` is ``[own obs, prior-action table, prior mask]`` followed, with
+        ``agent_identity``, by the acting agent's code."""
         d, n, slot = self.obs_size, self.n_agents, self.slot_size
         batch = state_input.shape[0]
         table = state_input[:, d:d + n * slot].reshape(batch, n, slot)
         mask = state_input[:, d + n * slot:d + n * slot + n]
+        identity = state_input[:, d + self.table_size:] if self.agent_identity else None
         code_part = self.code_part()  # (n, hidden)
         # Only the slots that are a superior's in some row contribute: skip the others (all
         # of them for a batch of leaders, half for the followers of a two-agent game).
@@ -198,7 +236,7 @@ class NLevelPolicy(nn.Module):
             w_action = self.action_encoder.weight[:, :slot]  # (hidden, slot)
             phi = torch.tanh(torch.matmul(table, w_action.t()) + code_part)  # (B, m, hidden)
             pooled = torch.bmm(mask.unsqueeze(1), phi).squeeze(1)  # (B, hidden): sum over superiors
-        return self.embed(state_input[:, :d], pooled)
+        return self.embed(state_input[:, :d], pooled, identity)
 
     def forward(self, state_input: torch.Tensor, priority: torch.Tensor | int,
                 generated: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -277,7 +315,8 @@ class MaskedDistribution:
     """
 
     def __init__(self, *, kind: str, out: torch.Tensor, log_std: torch.Tensor | None,
-                 valid: torch.Tensor, all_valid: bool = False) -> None:
+                 valid: torch.Tensor, all_valid: bool = False, log_std_min: float = -5.0,
+                 log_std_max: float = 2.0) -> None:
         self.kind = kind
         self.valid = valid
         self.all_valid = all_valid
@@ -289,7 +328,7 @@ class MaskedDistribution:
         else:
             assert log_std is not None  # internal invariant: Gaussian heads always have one
             # validate_args=False: argument checks cost more than the tiny networks here.
-            self.normal = torch.distributions.Normal(out, log_std.clamp(-5.0, 2.0).exp(),
+            self.normal = torch.distributions.Normal(out, log_std.clamp(log_std_min, log_std_max).exp(),
                                                      validate_args=False)
 
     def sample(self) -> torch.Tensor:

@@ -39,12 +39,15 @@ class ChainResult:
     """(B, n_agents) V^i of each acting agent; 0 elsewhere (unless computed: 0 everywhere)."""
 
 
-def batch_tensors(obs: Any, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(obs (B, n, d), alive (B, n), present (B, n), order (B, n) long) from a batch of adapter
-    observations, (B, n, d + 3) float32 (columns: see :mod:`agents.adapter`)."""
+def batch_tensors(obs: Any, state_dim: int = 0, device: torch.device | str = "cpu"
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(obs (B, n, d), alive (B, n), present (B, n), order (B, n) long, state (B, S) or None)
+    from a batch of adapter observations, (B, n, d + S + 3) float32 (see :mod:`agents.adapter`)."""
     x = torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=device)
     order = position_of(x[..., POSITION].long())  # the inverse permutation of the positions
-    return x[..., :-EXTRA_COLUMNS], x[..., ALIVE], x[..., PRESENT], order
+    d = x.shape[-1] - EXTRA_COLUMNS - state_dim
+    state = x[..., 0, d:d + state_dim] if state_dim else None
+    return x[..., :d], x[..., ALIVE], x[..., PRESENT], order, state
 
 
 class STEPPolicy(Policy):
@@ -71,26 +74,31 @@ class STEPPolicy(Policy):
         (per-agent GAE lives in :mod:`agents.gae`), and the warm-up costs seconds per process."""
 
     def chain(self, obs: torch.Tensor, participating: torch.Tensor, order: torch.Tensor, *,
-              greedy: bool, with_value: bool = True, with_logp: bool = True) -> ChainResult:
+              greedy: bool, with_value: bool = True, with_logp: bool = True,
+              state: torch.Tensor | None = None) -> ChainResult:
         """Sample (or pick greedily) a joint action for a batch of time steps.
 
         STEP runs the priority chain: the agent at position p sees the actions sampled by
         positions 0..p-1. The baselines act simultaneously (one pass over all agents).
 
         Args:
-            obs: (B, n_agents, obs_dim) base observations.
+            obs: (B, n_agents, obs_dim) base observations, prepared
+                (:meth:`MultiAgentActorCritic.prepare_obs`).
             participating: (B, n_agents) 1.0 for agents that take part (alive, or present for
                 bootstrapping); they must come first in ``order``.
             order: (B, n_agents) long agent indices in priority order.
             greedy: take the most probable action instead of sampling.
             with_value: also evaluate the critics.
             with_logp: also compute the log-probabilities of the actions (else left at 0).
+            state: (B, state_dim) prepared global states (where the critics read them).
+
+        Values are the critics' outputs (normalised units with value normalisation).
         """
         if self.model.uses_prior_actions:
             return self._priority_chain(obs, participating, order, greedy=greedy,
-                                        with_value=with_value, with_logp=with_logp)
+                                        with_value=with_value, with_logp=with_logp, state=state)
         return self._simultaneous(obs, participating, order, greedy=greedy, with_value=with_value,
-                                  with_logp=with_logp)
+                                  with_logp=with_logp, state=state)
 
     def _empty_result(self, batch: int, device: torch.device) -> ChainResult:
         spec, n = self.spec, self.spec.n_agents
@@ -102,7 +110,8 @@ class STEPPolicy(Policy):
                            value=torch.zeros(batch, n, device=device))
 
     def _priority_chain(self, obs: torch.Tensor, participating: torch.Tensor, order: torch.Tensor, *,
-                        greedy: bool, with_value: bool, with_logp: bool) -> ChainResult:
+                        greedy: bool, with_value: bool, with_logp: bool,
+                        state: torch.Tensor | None) -> ChainResult:
         """STEP: position by position; each agent's input is built incrementally.
 
         After position p acts, phi(a^p, c_k) is added to the running sum of superior features
@@ -124,7 +133,6 @@ class STEPPolicy(Policy):
         fixed = bool((order == order[0]).all())
         agents_at = order[0].tolist() if fixed else None
         d, slot = spec.obs_dim, spec.slot_size
-        valid_actions: torch.Tensor = model.valid_actions  # type: ignore[assignment]
         generated = model.generated()  # the same for every position: compute it once
         code_part = actor.code_part()
         pooled = obs.new_zeros(batch, actor.state_embedding.in_features - d)  # sum of phi
@@ -135,9 +143,9 @@ class STEPPolicy(Policy):
             # Where this position's agent sits in (B, n_agents) tensors: a column, or a gather.
             sel: tuple[Any, ...] = (slice(None), k) if isinstance(k, int) else (rows, k)
             own = obs[sel]
-            out, log_std = actor.target(actor.embed(own, pooled), p, generated)
-            dist = MaskedDistribution(kind=spec.action_kind, out=out, log_std=log_std,
-                                      valid=valid_actions[k], all_valid=model.all_actions_valid)
+            identity = actor.identity_code(k, batch)
+            out, log_std = actor.target(actor.embed(own, pooled, identity), p, generated)
+            dist = model.distribution(out, log_std, k)
             a = dist.mode() if greedy else dist.sample()
             if spec.action_kind == "box":
                 a = a * dist.valid  # padded dimensions stay 0
@@ -148,8 +156,13 @@ class STEPPolicy(Policy):
             if state_in is not None:
                 assert agent is not None
                 state_in[:, :d] = own
-                critic_in = torch.cat([state_in, F.one_hot(torch.full_like(agent, p), n).float(),
-                                       F.one_hot(agent, n).float()], dim=1)
+                parts = [state_in, F.one_hot(torch.full_like(agent, p), n).float(),
+                         F.one_hot(agent, n).float()]
+                if spec.state_dim:
+                    if state is None:
+                        raise ValueError(f"the critics read a state of size {spec.state_dim}; got none")
+                    parts.append(state)
+                critic_in = torch.cat(parts, dim=1)
                 v = model.critics(critic_in, agent).squeeze(-1)
             self._record(res, dist, a, v, sel, active, with_logp)
             enc = encode_agent_actions(spec, a, agent)  # (B, slot)
@@ -164,7 +177,8 @@ class STEPPolicy(Policy):
         return res
 
     def _simultaneous(self, obs: torch.Tensor, participating: torch.Tensor, order: torch.Tensor, *,
-                      greedy: bool, with_value: bool, with_logp: bool) -> ChainResult:
+                      greedy: bool, with_value: bool, with_logp: bool,
+                      state: torch.Tensor | None) -> ChainResult:
         """Baselines: every participating agent acts at once, from its own inputs."""
         spec, model = self.spec, self.model
         res = self._empty_result(obs.shape[0], obs.device)
@@ -174,7 +188,8 @@ class STEPPolicy(Policy):
         pos_of = position_of(order)
         act_enc = obs.new_zeros(rows.numel(), spec.n_agents, spec.slot_size)  # unused by baselines
         inputs = model.inputs(obs=obs[rows], act_enc=act_enc, alive=participating[rows],
-                              pos_of=pos_of[rows], agent=agent, priority=pos_of[rows, agent])
+                              pos_of=pos_of[rows], agent=agent, priority=pos_of[rows, agent],
+                              state=None if state is None else state[rows])
         dist, v = model.heads(inputs, agent=agent, priority=pos_of[rows, agent], with_value=with_value)
         a = dist.mode() if greedy else dist.sample()
         if spec.action_kind == "box":
@@ -202,7 +217,7 @@ class STEPPolicy(Policy):
             res.value[sel] = torch.where(active, v, res.value[sel])
 
     def evaluate_joint(self, obs: torch.Tensor, alive: torch.Tensor, order: torch.Tensor,
-                       act: torch.Tensor) -> ChainResult:
+                       act: torch.Tensor, state: torch.Tensor | None = None) -> ChainResult:
         """Log-probabilities and values of given joint actions, all acting agents at once.
 
         Agent i's input holds the actions its superiors actually took in ``act`` (what the
@@ -210,8 +225,9 @@ class STEPPolicy(Policy):
         log-probabilities and V^i, in one batched pass instead of during collection.
 
         Args:
-            obs: (B, n_agents, obs_dim); alive: (B, n_agents); order: (B, n_agents) long;
-            act: (B, n_agents) long or (B, n_agents, max_action_size) float.
+            obs: (B, n_agents, obs_dim), prepared; alive: (B, n_agents); order: (B, n_agents)
+            long; act: (B, n_agents) long or (B, n_agents, max_action_size) float;
+            state: (B, state_dim), prepared, where the critics read it.
         """
         model, spec = self.model, self.spec
         res = self._empty_result(obs.shape[0], obs.device)
@@ -222,17 +238,20 @@ class STEPPolicy(Policy):
         pos_of = position_of(order)
         priority = pos_of[rows, agent]
         inputs = model.inputs(obs=obs[rows], act_enc=encode_joint_action(spec, act[rows]),
-                              alive=alive[rows], pos_of=pos_of[rows], agent=agent, priority=priority)
+                              alive=alive[rows], pos_of=pos_of[rows], agent=agent, priority=priority,
+                              state=None if state is None else state[rows])
         dist, v = model.heads(inputs, agent=agent, priority=priority)
         self._record(res, dist, act[rows, agent], v, (rows, agent), None)
         return res
 
     def forward(self, batch: Any, state: Any = None, **kwargs: Any) -> Batch:
         """Joint action for a batch of adapter observations."""
-        obs, alive, _, order = batch_tensors(batch.obs)
+        obs, alive, _, order, global_state = batch_tensors(batch.obs, self.spec.state_dim)
         greedy = self.deterministic_eval and not self.is_within_training_step
         with torch.inference_mode():  # cheaper than no_grad; the outputs leave as numpy
+            obs, global_state = self.model.prepare_obs(obs, global_state)
             # No critics here: the learner evaluates log-probabilities and values of the
             # whole collected batch at once (STEPAlgorithm._preprocess_batch).
-            res = self.chain(obs, alive, order, greedy=greedy, with_value=False, with_logp=False)
+            res = self.chain(obs, alive, order, greedy=greedy, with_value=False, with_logp=False,
+                             state=global_state)
         return Batch(act=res.act.cpu().numpy(), state=state)

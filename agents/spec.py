@@ -38,6 +38,13 @@ class JointSpec:
     """Per agent (Box only): lower bounds, flattened."""
     action_high: tuple[tuple[float, ...], ...] = ()
     """Per agent (Box only): upper bounds, flattened."""
+    action_shapes: tuple[tuple[int, ...], ...] = ()
+    """Per agent (Box only): the action's shape in the environment."""
+    state_dim: int = 0
+    """Flat size of the environment's global state carried for the critics (0: none)."""
+    distinct_observations: bool = False
+    """Whether the agents' base observation spaces differ (padded rows then mean different
+    things per agent, so the shared STEP policy also reads the agent's identity)."""
 
     @property
     def n_agents(self) -> int:
@@ -70,35 +77,89 @@ class JointSpec:
             "action_kind": self.action_kind,
             "action_sizes": list(self.action_sizes),
             "slot_size": self.slot_size,
+            "state_dim": self.state_dim,
+            "distinct_observations": self.distinct_observations,
         }
 
+    def env_action(self, agent_index: int, raw: Any) -> Any:
+        """The environment action of agent ``agent_index`` from one network output row.
+
+        ``raw`` is an action index counted from 0 (Discrete) or a padded flat float vector
+        (Box). Discrete: ``start`` is added. Box: the agent's entries are clipped to its bounds
+        and reshaped to its action shape. The one conversion used for training and execution.
+        """
+        if self.action_kind == "discrete":
+            return int(raw) + self.action_starts[agent_index]
+        size = self.action_sizes[agent_index]
+        values = np.asarray(raw, dtype=np.float32).reshape(-1)[:size]
+        low = np.asarray(self.action_low[agent_index], np.float32)
+        high = np.asarray(self.action_high[agent_index], np.float32)
+        return np.clip(values, low, high).reshape(self.action_shapes[agent_index])
+
     @classmethod
-    def from_encoder(cls, encoder: stmg.STMGEncoder) -> JointSpec:
-        """Read the sizes off the STMG encoder of a wrapped game."""
+    def from_encoder(cls, encoder: stmg.STMGEncoder, *, state_dim: int = 0) -> JointSpec:
+        """Read the sizes off the STMG encoder of a wrapped game.
+
+        Raises:
+            UnsupportedSpaceError: for action or observation spaces the learner cannot handle,
+                naming each agent's space and what is supported.
+        """
+        check_supported_spaces(encoder)
         action_spaces = [encoder.action_spaces[a] for a in encoder.possible_agents]
+        distinct = len({repr(s) for s in encoder.base_spaces.values()}) > 1
+        common: dict[str, Any] = {
+            "possible_agents": tuple(encoder.possible_agents), "obs_dim": encoder.base_flat_size,
+            "slot_size": encoder.slot_size, "state_dim": int(state_dim),
+            "distinct_observations": distinct,
+        }
         if all(isinstance(s, spaces.Discrete) for s in action_spaces):
             return cls(
-                possible_agents=tuple(encoder.possible_agents),
-                obs_dim=encoder.base_flat_size,
                 action_kind="discrete",
                 action_sizes=tuple(int(s.n) for s in action_spaces),  # type: ignore[attr-defined]
                 action_starts=tuple(int(s.start) for s in action_spaces),  # type: ignore[attr-defined]
-                slot_size=encoder.slot_size,
+                **common,
             )
-        if all(isinstance(s, spaces.Box) for s in action_spaces):
-            boxes: list[spaces.Box] = action_spaces  # type: ignore[assignment]
-            return cls(
-                possible_agents=tuple(encoder.possible_agents),
-                obs_dim=encoder.base_flat_size,
-                action_kind="box",
-                action_sizes=tuple(int(np.prod(s.shape)) for s in boxes),
-                action_starts=tuple(0 for _ in boxes),
-                slot_size=encoder.slot_size,
-                action_low=tuple(tuple(float(x) for x in s.low.ravel()) for s in boxes),
-                action_high=tuple(tuple(float(x) for x in s.high.ravel()) for s in boxes),
-            )
-        kinds = {a: type(s).__name__ for a, s in zip(encoder.possible_agents, action_spaces, strict=True)}
-        raise TypeError(
-            f"the STEP agent needs every agent's action space to be Discrete, or every one to be "
-            f"Box; got {kinds}"
+        boxes: list[spaces.Box] = action_spaces  # type: ignore[assignment]
+        return cls(
+            action_kind="box",
+            action_sizes=tuple(int(np.prod(s.shape)) for s in boxes),
+            action_starts=tuple(0 for _ in boxes),
+            action_low=tuple(tuple(float(x) for x in s.low.ravel()) for s in boxes),
+            action_high=tuple(tuple(float(x) for x in s.high.ravel()) for s in boxes),
+            action_shapes=tuple(tuple(int(d) for d in s.shape) for s in boxes),
+            **common,
         )
+
+
+class UnsupportedSpaceError(TypeError):
+    """The game has action or observation spaces the learner does not support."""
+
+
+SUPPORTED_SPACES = (
+    "the learners support: every agent with a Discrete action space (sizes may differ), or every "
+    "agent with a float Box action space (shapes may differ); observations that flatten to "
+    "vectors (Box of any shape, Discrete, MultiDiscrete, MultiBinary, Dict/Tuple of these). "
+    "Not supported: MultiDiscrete, MultiBinary, Dict or Tuple actions, integer Box actions, and "
+    "a mix of Discrete and Box actions across agents (stmg.wrap itself accepts them; a learner "
+    "for them is still to come)"
+)
+
+
+def check_supported_spaces(encoder: stmg.STMGEncoder) -> None:
+    """Raise :class:`UnsupportedSpaceError` (naming every agent's spaces) unless the game's
+    spaces are ones the learners handle (:data:`SUPPORTED_SPACES`)."""
+    action_spaces = {a: encoder.action_spaces[a] for a in encoder.possible_agents}
+    discrete = all(type(s) is spaces.Discrete for s in action_spaces.values())
+    float_box = all(type(s) is spaces.Box and np.issubdtype(s.dtype, np.floating)  # type: ignore[arg-type]
+                    for s in action_spaces.values())
+    if not (discrete or float_box):
+        found = {a: str(s) for a, s in action_spaces.items()}
+        raise UnsupportedSpaceError(f"unsupported action spaces {found}; {SUPPORTED_SPACES}")
+    images = {a: str(s) for a, s in encoder.base_spaces.items()
+              if isinstance(s, spaces.Box) and len(s.shape) == 3}
+    if images:
+        raise UnsupportedSpaceError(
+            f"image observations {images} are not supported yet: the learners' networks are "
+            "MLPs on flat vectors (a convolutional encoder is still to come); flatten or "
+            "downsample the observations with a wrapper (e.g. supersuit's resize_v1 and "
+            f"flatten_v0) first; {SUPPORTED_SPACES}")

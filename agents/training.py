@@ -22,9 +22,9 @@ from tianshou.data import Collector, VectorReplayBuffer
 from tianshou.env import DummyVectorEnv, SubprocVectorEnv
 from tianshou.trainer import OnPolicyTrainerParams
 
-from agents.adapter import JointStepEnv
+from agents.adapter import JointStepEnv, has_state
 from agents.algorithm import STEPAlgorithm
-from agents.config import STEPConfig
+from agents.config import STEPConfig, Variant
 from agents.model import MultiAgentActorCritic
 from agents.policy import STEPPolicy
 from agents.spec import JointSpec
@@ -65,6 +65,18 @@ def build_learner(*, spec: JointSpec, config: STEPConfig, env: JointStepEnv | No
     return Learner(spec=spec, config=config, model=model, policy=policy, algorithm=algorithm)
 
 
+def critics_read_state(config: STEPConfig, env: ParallelEnv) -> bool:
+    """Whether the learner's critics read ``env``'s global state (``config.critic_state``):
+    the adapter then carries it. IPPO's independent critics never do."""
+    if config.critic_state == "never" or config.variant is Variant.IPPO:
+        return False
+    available = has_state(env)
+    if config.critic_state == "always" and not available:
+        raise ValueError(f"critic_state='always' needs env.state() and a Box env.state_space, "
+                         f"which {type(env).__name__} does not provide; use 'auto' or 'never'")
+    return available
+
+
 def _joint_action_space(spec: JointSpec) -> Any:
     from gymnasium import spaces
 
@@ -103,13 +115,20 @@ def train(
     seed_everything(seed)
     torch.set_num_threads(config.torch_threads)
 
+    first_env = env_fn()
+    with_state = critics_read_state(config, first_env)
+    envs_made = [first_env]
+
     def make() -> JointStepEnv:
         # The learner reads the per-agent flags from the observations (adapter.step_flags).
-        return JointStepEnv(env=env_fn(), order=order, observation=observation, info_flags=False)
+        env = envs_made.pop() if envs_made else env_fn()
+        return JointStepEnv(env=env, order=order, observation=observation, info_flags=False,
+                            with_state=with_state)
 
     probe = make()
     learner = build_learner(spec=probe.joint_spec, config=config, env=probe)
     learner.algorithm.reseed(seed)
+    learner.algorithm.set_training_horizon(total_steps)
     n_envs = config.n_envs
     venv_cls = SubprocVectorEnv if subprocess else DummyVectorEnv
     venv = venv_cls([make for _ in range(n_envs)])

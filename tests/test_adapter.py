@@ -135,7 +135,8 @@ def test_per_agent_gae_by_hand() -> None:
 
 
 def _stub_chain(obs: torch.Tensor, participating: torch.Tensor, order: torch.Tensor, *,
-                greedy: bool, with_value: bool = True, with_logp: bool = True) -> ChainResult:
+                greedy: bool, with_value: bool = True, with_logp: bool = True,
+                state: torch.Tensor | None = None) -> ChainResult:
     """Fixed joint action; V_k = (k + 1) * t from the observation [k, t] of participants."""
     batch, n = obs.shape[:2]
     k = torch.arange(n, dtype=torch.float32)
@@ -145,7 +146,7 @@ def _stub_chain(obs: torch.Tensor, participating: torch.Tensor, order: torch.Ten
 
 
 def _stub_evaluate_joint(obs: torch.Tensor, alive: torch.Tensor, order: torch.Tensor,
-                         act: torch.Tensor) -> ChainResult:
+                         act: torch.Tensor, state: torch.Tensor | None = None) -> ChainResult:
     """The learner's batched V^i of the actions taken: the same V_k = (k + 1) * t."""
     return _stub_chain(obs, alive, order, greedy=False)
 
@@ -192,5 +193,5 @@ def test_adapter_rejects_mixed_action_spaces() -> None:
         def action_space(self, agent: str) -> spaces.Space[Any]:
             return spaces.Discrete(2) if agent != "agent_1" else spaces.Box(-1, 1, (1,))
 
-    with pytest.raises(TypeError, match="Discrete, or every one to be"):
+    with pytest.raises(TypeError, match=r"unsupported action spaces .*agent_1.*Box.*every agent with a Discrete"):
         JointStepEnv(env=Mixed())
