@@ -98,7 +98,7 @@ def run_trial(job: tuple[str, str, int, int]) -> dict[str, Any]:
     """One seed of one algorithm on one setting (runs in a worker process)."""
     algo, setting, steps, seed = job
     payoffs = payoffs_for(setting)
-    from agents.experiments import run_algorithm_trial
+    from runner.matrix_trials import run_algorithm_trial
 
     record = run_algorithm_trial(algo, payoffs, steps=steps, seed=seed).to_dict()
     joint = tuple(record["greedy_joint_action"])

@@ -26,7 +26,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
 from agents.config import STEPConfig, Variant  # noqa: E402
-from agents.experiments import QuadraticTrialResult, run_quadratic_trial  # noqa: E402
+from runner.matrix_trials import QuadraticTrialResult, run_quadratic_trial  # noqa: E402
 
 
 def _trial(job: tuple[dict[str, Any], int, int]) -> QuadraticTrialResult:

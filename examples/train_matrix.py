@@ -23,9 +23,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
 from agents.config import STEPConfig, Variant  # noqa: E402
-from agents.experiments import TrialResult, run_algorithm_trial  # noqa: E402
 from agents.maddpg import MADDPGConfig  # noqa: E402
 from envs import matrix  # noqa: E402
+from runner.matrix_trials import TrialResult, run_algorithm_trial  # noqa: E402
 
 
 @dataclass(kw_only=True)

@@ -1,5 +1,8 @@
 """Trials on the repeated games: train a learner and read off what it converged to.
 
+This is runner code: it knows both the learners (:mod:`agents`) and the games (:mod:`envs`),
+and hands the learners only what they need (an env factory, the equilibrium to compare with).
+
 * :func:`run_matrix_trial` -- a payoff table (:class:`envs.matrix.MatrixGame`); is the greedy
   joint action the Stackelberg equilibrium?
 * :func:`run_quadratic_trial` -- the continuous :class:`envs.continuous.QuadraticGame`; how far
@@ -62,8 +65,10 @@ def run_algorithm_trial(algo: str, payoffs: np.ndarray, *, steps: int, seed: int
     if algo == "maddpg":
         from agents.maddpg import MADDPGConfig, matrix_game_trial
 
+        se, _ = stackelberg_equilibrium(payoffs)
         start = time.perf_counter()
-        record = matrix_game_trial(lambda: MatrixGame(payoffs), config=MADDPGConfig(), steps=steps, seed=seed)
+        record = matrix_game_trial(lambda: MatrixGame(payoffs), stackelberg_joint_action=se,
+                                   config=MADDPGConfig(), steps=steps, seed=seed)
         return TrialResult(seconds=time.perf_counter() - start, **record)
     if config is None:
         from agents.config import Variant
