@@ -76,11 +76,11 @@ class ActionCodec:
     def __init__(self, space: spaces.Space[Any]) -> None:
         self.space = space
         self.size = action_encoding_size(space)
+        self._shape: tuple[int, ...] | None = space.shape
         if isinstance(space, spaces.Discrete):
             self._start, self._n = int(space.start), int(space.n)
         elif isinstance(space, spaces.Box):
             self._low, self._high = space.low, space.high
-            self._shape = space.shape
             # gymnasium refuses a float action for an integer Box (it cannot be cast safely).
             self._kinds = "biu" if np.dtype(space.dtype).kind in "biu" else "biuf"
             # Small boxes (the usual joint torques) are checked in plain Python: faster than
@@ -88,12 +88,9 @@ class ActionCodec:
             self._bounds = list(zip(space.low.ravel().tolist(), space.high.ravel().tolist(), strict=True))
             self._small = space.low.size <= 16
         elif isinstance(space, spaces.MultiDiscrete):
-            self._shape = space.shape
             self._low = space.start
-            self._high = space.start + space.nvec - 1  # Python-int safe: both are in the dtype
+            self._high = space.start + space.nvec - 1  # the largest valid value; fits the dtype
             self._offsets = np.concatenate(([0], np.cumsum(space.nvec.ravel())[:-1])) - space.start.ravel()
-        else:  # MultiBinary
-            self._shape = space.shape
 
     def contains(self, action: Any) -> bool:
         """Whether ``action`` is a valid action of the space; NaN never is."""
