@@ -23,7 +23,13 @@ on particular games (train, then compare with the equilibrium) live in :mod:`run
 
 from agents.adapter import JointStepEnv
 from agents.algorithm import STEPAlgorithm
-from agents.checkpoint import CheckpointMismatchError, load_checkpoint, load_into, save_checkpoint
+from agents.checkpoint import (
+    CheckpointError,
+    CheckpointMismatchError,
+    load_checkpoint,
+    load_into,
+    save_checkpoint,
+)
 from agents.config import STEPConfig, Variant
 from agents.execution import (
     DecentralizedExecutionError,
@@ -36,6 +42,7 @@ from agents.spec import JointSpec
 from agents.training import Learner, build_learner, train
 
 __all__ = [
+    "CheckpointError",
     "CheckpointMismatchError",
     "DecentralizedExecutionError",
     "GreedyExecutor",
