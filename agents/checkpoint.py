@@ -49,7 +49,7 @@ class CheckpointMismatchError(CheckpointError):
     """The checkpoint was written for a game or learner of another shape."""
 
 
-def write_atomically(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
+def write_atomically(path: str | Path, write: Callable[[IO[bytes]], object]) -> None:
     """Write a file through ``write(file)`` so that ``path`` is either the old or the new file.
 
     The bytes go to a temporary file in the same directory (same file system, so the final

@@ -79,7 +79,7 @@ def _checked_payoffs(payoffs: Any) -> np.ndarray:
     if raw.dtype.kind not in "iuf":
         raise ValueError(
             f"payoffs must be a numeric array of real numbers (int or float), got dtype {raw.dtype} "
-            f"({_describe_kind(raw.dtype)}): {payoffs!r}"
+            f"({_describe_kind(raw.dtype)}) of shape {raw.shape}"
         )
     table = np.array(raw, dtype=np.float64, copy=True)
     if table.ndim < 2:
