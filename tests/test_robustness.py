@@ -178,28 +178,28 @@ def doctored(source: Path, target: Path, change) -> Path:
     return target
 
 
-def a_float_weight(learner: Learner) -> tuple[str, torch.Size]:
-    """The name and shape of the learner's last floating-point model weight."""
-    name, tensor = [(k, v) for k, v in learner.algorithm.state_dict().items()
-                    if k.startswith("model.") and isinstance(v, torch.Tensor) and v.is_floating_point()][-1]
-    return name, tensor.shape
+def a_float_weight(learner: Learner) -> tuple[str, torch.Tensor]:
+    """The checkpoint name and value of the learner's last trainable model parameter."""
+    name, parameter = list(learner.model.named_parameters())[-1]
+    return f"model.{name}", parameter.detach()
 
 
 def test_checkpoint_with_one_wrong_tensor_leaves_the_learner_unchanged(trained, tmp_path: Path) -> None:
     source, target = trained
     assert target.algorithm.state_dict()["_optimizers"][0]["state"], "the target must have Adam moments"
     save_checkpoint(source, tmp_path / "good.pt")
-    name, shape = a_float_weight(source)
+    name, value = a_float_weight(source)
+    shape, dtype = tuple(value.shape), value.dtype
     wrong = (shape[0] + 1, *shape[1:])
 
     def widen(data: dict[str, Any]) -> None:
-        data["algorithm"][name] = torch.zeros(wrong)
+        data["algorithm"][name] = torch.zeros(wrong, dtype=dtype)
 
     before = frozen(target)
     with pytest.raises(CheckpointMismatchError) as rejected:
         load_into(target, doctored(tmp_path / "good.pt", tmp_path / "bad.pt", widen))
     assert_same_state(before, frozen(target))  # every parameter and the Adam moments
-    assert f"{name} has shape {wrong} torch.float32, expected {tuple(shape)} torch.float32" in str(rejected.value)
+    assert f"{name} has shape {wrong} {dtype}, expected {shape} {dtype}" in str(rejected.value)
 
 
 def test_checkpoint_with_a_wrong_optimiser_state_leaves_the_learner_unchanged(trained, tmp_path: Path) -> None:
