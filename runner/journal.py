@@ -121,7 +121,7 @@ class TrialJournal:
         self.finished: dict[str, dict[str, Any]] = {}
         self._seconds_by_session: dict[int, float] = {}
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.path, "a+b")  # noqa: SIM115 -- kept open for appends; close() closes it
+        self._file = open(self.path, "a+b")  # kept open (and locked) for appends until close()
         try:
             self._lock()
             self._load()
