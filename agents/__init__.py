@@ -15,13 +15,21 @@ Modules, one concept each:
 * :mod:`agents.training` -- :func:`train` with Tianshou's collector and trainer.
 * :mod:`agents.execution` -- greedy execution, communicated or decentralized.
 * :mod:`agents.checkpoint` -- save and load a whole learner.
-* :mod:`agents.experiments` -- one trial on a repeated game (train, then compare with the SE).
 * :mod:`agents.maddpg` -- the MADDPG baseline (Tianshou off-policy algorithm).
+
+The package learns on any PettingZoo ParallelEnv and imports nothing from :mod:`envs`; trials
+on particular games (train, then compare with the equilibrium) live in :mod:`runner`.
 """
 
 from agents.adapter import JointStepEnv
 from agents.algorithm import STEPAlgorithm
-from agents.checkpoint import CheckpointMismatchError, load_checkpoint, load_into, save_checkpoint
+from agents.checkpoint import (
+    CheckpointError,
+    CheckpointMismatchError,
+    load_checkpoint,
+    load_into,
+    save_checkpoint,
+)
 from agents.config import STEPConfig, Variant
 from agents.execution import (
     DecentralizedExecutionError,
@@ -34,6 +42,7 @@ from agents.spec import JointSpec
 from agents.training import Learner, build_learner, train
 
 __all__ = [
+    "CheckpointError",
     "CheckpointMismatchError",
     "DecentralizedExecutionError",
     "GreedyExecutor",

@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -415,28 +415,37 @@ def _mean_over_agents(returns: np.ndarray) -> np.ndarray:
     return returns.mean(axis=-1) if returns.ndim > 1 else returns
 
 
-def matrix_game_trial(env_factory: Callable[[], ParallelEnv], *, config: MADDPGConfig, steps: int,
-                      seed: int) -> dict[str, Any]:
+def matrix_game_trial(env_factory: Callable[[], ParallelEnv], *, stackelberg_joint_action: Sequence[int],
+                      config: MADDPGConfig, steps: int, seed: int) -> dict[str, Any]:
     """One trial of the matrix-game protocol: train, then read off the greedy joint action.
 
-    ``env_factory`` must make an :class:`envs.matrix.MatrixGame` (its ``payoffs`` give the
-    Stackelberg equilibrium, leader ``agent_0``).
+    ``env_factory`` makes the repeated game (a one-state ParallelEnv with Discrete actions);
+    ``stackelberg_joint_action`` is its equilibrium joint action, one action index per agent in
+    ``possible_agents`` order. The caller computes it (for a payoff table, by backward
+    induction), so that this module stays independent of any particular game.
 
     Returns:
         ``{"seed", "greedy_joint_action" (list of int), "action_probs" (n_agents lists),
         "is_se" (bool)}``.
     """
-    from envs.matrix import stackelberg_equilibrium
-
-    payoffs = getattr(env_factory(), "payoffs", None)
-    if payoffs is None:
-        raise TypeError("matrix_game_trial needs an env_factory that makes an envs.matrix.MatrixGame")
-    se_joint, _ = stackelberg_equilibrium(payoffs)
+    probe = env_factory()
+    agents = getattr(probe, "possible_agents", None)
+    if agents is None or not callable(getattr(probe, "step", None)):
+        raise TypeError(
+            f"matrix_game_trial needs an env_factory that makes a PettingZoo ParallelEnv, "
+            f"got {type(probe).__name__}"
+        )
+    se_joint = tuple(int(a) for a in stackelberg_joint_action)
+    if len(se_joint) != len(agents):
+        raise ValueError(
+            f"stackelberg_joint_action={list(stackelberg_joint_action)} has {len(se_joint)} actions; "
+            f"expected one per agent of {list(agents)}"
+        )
     learner = train_maddpg(env_factory, config=config, steps=steps, seed=seed)
     joint = learner.greedy_joint_action()
     return {
         "seed": seed,
         "greedy_joint_action": list(joint),
         "action_probs": learner.action_probs().tolist(),
-        "is_se": tuple(joint) == tuple(se_joint),
+        "is_se": tuple(joint) == se_joint,
     }

@@ -14,7 +14,8 @@ policy must settle on one action distribution per agent.
 
 Arguments of ``MatrixGame``:
     payoffs: array of shape ``(n_agents, |A_1|, ..., |A_n|)``; ``payoffs[i][a]`` is agent ``i``'s
-        reward for joint action ``a``. Finite numbers only.
+        reward for joint action ``a``. Finite real numbers only (no booleans or strings); the
+        game keeps its own read-only copy.
     episode_length: steps per episode (default 25, the paper's).
     render_mode: ``None`` or ``"ansi"`` (the last joint action and rewards as text).
 
@@ -65,11 +66,22 @@ def _index(*parts: int | slice) -> tuple[Any, ...]:
 
 
 def _checked_payoffs(payoffs: Any) -> np.ndarray:
-    """``payoffs`` as a float64 array, or a ValueError that says what is wrong with it."""
+    """``payoffs`` as a new float64 array, or a ValueError that says what is wrong with it.
+
+    Only real numbers count: numpy would turn ``True`` into 1.0 and ``"3"`` into 3.0, which
+    hides a wrong file or a wrong variable, so booleans, strings and other objects are refused.
+    The result is always a copy, so the caller's array can change without changing the game.
+    """
     try:
-        table = np.asarray(payoffs, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
+        raw = np.asarray(payoffs)
+    except (TypeError, ValueError) as exc:  # e.g. ragged nested lists
         raise ValueError(f"payoffs must be a numeric array, got {payoffs!r}") from exc
+    if raw.dtype.kind not in "iuf":
+        raise ValueError(
+            f"payoffs must be a numeric array of real numbers (int or float), got dtype {raw.dtype} "
+            f"({_describe_kind(raw.dtype)}) of shape {raw.shape}"
+        )
+    table = np.array(raw, dtype=np.float64, copy=True)
     if table.ndim < 2:
         raise ValueError(
             f"payoffs has shape {table.shape}; expected (n_agents, |A_1|, ..., |A_n|) with n_agents >= 1"
@@ -86,6 +98,33 @@ def _checked_payoffs(payoffs: Any) -> np.ndarray:
         bad = tuple(int(i) for i in np.argwhere(~np.isfinite(table))[0])
         raise ValueError(f"payoffs must be finite; payoffs{list(bad)} = {table[bad]}")
     return table
+
+
+def _describe_kind(dtype: np.dtype[Any]) -> str:
+    return {"b": "booleans", "U": "strings", "S": "bytes", "O": "Python objects", "c": "complex numbers"}.get(
+        dtype.kind, "not real numbers"
+    )
+
+
+def _checked_order(order: Any, n_agents: int) -> list[int]:
+    """``order`` as a list of agent indices, or a ValueError naming what is wrong with it.
+
+    Integers only (Python or numpy, a numpy array included): ``int(0.7)`` and ``int(True)``
+    would silently turn a wrong argument into a valid-looking order.
+    """
+    if isinstance(order, str | bytes):
+        raise ValueError(f"order must be a sequence of agent indices, got the string {order!r}")
+    try:
+        entries = list(order)
+    except TypeError:
+        raise ValueError(f"order must be a sequence of agent indices, got {order!r}") from None
+    not_ints = [e for e in entries if isinstance(e, bool | np.bool_) or not isinstance(e, int | np.integer)]
+    if not_ints:
+        raise ValueError(f"order {entries!r} holds {not_ints!r}; expected integer agent indices 0..{n_agents - 1}")
+    indices = [int(e) for e in entries]
+    if sorted(indices) != list(range(n_agents)):
+        raise ValueError(f"order {indices} is not a permutation of agents 0..{n_agents - 1}")
+    return indices
 
 
 def penalty(k: float = -100.0) -> np.ndarray:
@@ -116,7 +155,8 @@ def stackelberg_equilibrium(
 
     Args:
         payoffs: shape ``(n_agents, |A_1|, ..., |A_n|)``.
-        order: agent indices from leader to last follower (default ``0, 1, ..., n-1``).
+        order: agent indices from leader to last follower (default ``0, 1, ..., n-1``): a
+            permutation of ``0..n-1`` as a sequence or a numpy array of integers.
 
     Returns:
         ``(joint_action, values)``: the equilibrium joint action (indexed by agent, not by
@@ -130,9 +170,7 @@ def stackelberg_equilibrium(
     """
     table = _checked_payoffs(payoffs)
     n_agents = table.shape[0]
-    order_list = list(range(n_agents)) if order is None else [int(i) for i in order]
-    if sorted(order_list) != list(range(n_agents)):
-        raise ValueError(f"order {list(order or [])} is not a permutation of agents 0..{n_agents - 1}")
+    order_list = list(range(n_agents)) if order is None else _checked_order(order, n_agents)
 
     def solve(position: int, chosen: dict[int, int]) -> tuple[tuple[int, ...], np.ndarray]:
         if position == n_agents:
@@ -195,7 +233,8 @@ class MatrixGame(ParallelEnv):  # type: ignore[misc]
     def __init__(
         self, payoffs: Any, episode_length: int = 25, render_mode: str | None = None
     ) -> None:
-        self.payoffs = _checked_payoffs(payoffs)
+        self.payoffs = _checked_payoffs(payoffs)  # a copy: the caller may reuse its array
+        self.payoffs.setflags(write=False)  # and game.payoffs cannot change the game either
         if isinstance(episode_length, bool) or not isinstance(episode_length, (int, np.integer)) or episode_length < 1:
             raise ValueError(f"episode_length must be a positive integer, got {episode_length!r}")
         if render_mode not in (None, "ansi"):

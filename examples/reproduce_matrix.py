@@ -14,6 +14,11 @@ writes:
     python examples/reproduce_matrix.py --trials 10 --algos step mappo   # a quicker look
     python examples/reproduce_matrix.py --from-json a/matrix_results.json b/matrix_results.json \
         --out docs/matrix            # tables and figure of earlier runs, merged, nothing trained
+
+Every finished trial is appended to ``OUT/trials.jsonl`` as it completes. If the run stops
+(Ctrl-C, SIGTERM, a failing trial, a crash), running the same command again trains only the
+missing trials and writes what an uninterrupted run would (timings aside); the journal is
+deleted once the results are written.
 """
 
 from __future__ import annotations
@@ -21,9 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +36,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
 from envs import matrix  # noqa: E402
+from runner.journal import (  # noqa: E402
+    ResumeMismatchError,
+    TrialJournal,
+    check_output_path,
+    run_trials,
+    write_json_atomically,
+    write_text_atomically,
+)
 
 ALGOS = ("step", "mappo", "ippo", "happo", "maddpg")
 PENALTY_KS = (0.0, -25.0, -50.0, -75.0, -100.0)
@@ -74,6 +85,14 @@ def parse_args(argv: list[str] | None = None) -> Args:
     for name in ("trials", "steps", "workers"):
         if getattr(ns, name) <= 0:
             parser.error(f"--{name} must be positive, got {getattr(ns, name)}")
+    max_seed = 2**32 - 1 - (ns.trials - 1)  # NumPy's seeds are 32-bit
+    if not 0 <= ns.seed <= max_seed:
+        parser.error(f"--seed must lie in 0..{max_seed} (seeds seed..seed+trials-1 must be valid "
+                     f"NumPy seeds), got {ns.seed}")
+    try:  # now, not after thousands of trials
+        check_output_path(ns.out, directory=True)
+    except OSError as exc:
+        parser.error(f"--out: {exc}")
     for setting in ns.settings:
         try:
             payoffs_for(setting)
@@ -98,7 +117,7 @@ def run_trial(job: tuple[str, str, int, int]) -> dict[str, Any]:
     """One seed of one algorithm on one setting (runs in a worker process)."""
     algo, setting, steps, seed = job
     payoffs = payoffs_for(setting)
-    from agents.experiments import run_algorithm_trial
+    from runner.matrix_trials import run_algorithm_trial
 
     record = run_algorithm_trial(algo, payoffs, steps=steps, seed=seed).to_dict()
     joint = tuple(record["greedy_joint_action"])
@@ -189,17 +208,20 @@ def plot_penalty(shares: dict[str, dict[str, dict[str, float]]], path: Path) -> 
 
 
 def train_all(args: Args) -> tuple[list[dict[str, Any]], float]:
-    """Run every (algorithm, setting, seed) job over ``args.workers`` processes."""
-    jobs = [(algo, setting, args.steps, args.seed + i)
+    """Run every (algorithm, setting, seed) job over ``args.workers`` processes, resuming from
+    ``OUT/trials.jsonl``; returns the records in job order and the minutes spent training."""
+    jobs = [(f"{algo}/{setting}/{args.seed + i}", (algo, setting, args.steps, args.seed + i))
             for algo in args.algos for setting in args.settings for i in range(args.trials)]
-    from tqdm import tqdm
-
-    start = time.perf_counter()
-    records: list[dict[str, Any]] = []
-    with ProcessPoolExecutor(max_workers=args.workers) as pool:
-        for record in tqdm(pool.map(run_trial, jobs), total=len(jobs), desc="trials"):
-            records.append(record)
-    return records, (time.perf_counter() - start) / 60.0
+    try:
+        # The key names algorithm, setting and seed; the steps are all else a record depends on.
+        journal = TrialJournal(Path(args.out) / "trials.jsonl", {"script": "reproduce_matrix", "steps": args.steps})
+    except (ResumeMismatchError, RuntimeError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+    try:
+        records = run_trials(jobs, run_trial, workers=args.workers, journal=journal)
+    finally:
+        journal.close()
+    return records, journal.minutes
 
 
 def load_runs(paths: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
@@ -237,7 +259,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     shares = penalty_outcomes(results)
     summary = {"command": command.strip(), "minutes": minutes, "trials": args.trials, "steps": args.steps,
                "results": results, "penalty_outcomes": shares}
-    (out / "matrix_results.json").write_text(json.dumps(summary, indent=1))
+    write_json_atomically(out / "matrix_results.json", summary, indent=1)
     markdown = "\n\n".join([
         "Made by " + "; ".join(commands),
         "SE rate (greedy joint action = Stackelberg equilibrium; trials in parentheses):\n\n"
@@ -248,9 +270,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         + "\n".join(f"- {algo} {setting}: " + ", ".join(f"{k} {v:.2f}" for k, v in share.items())
                     for algo, per in shares.items() for setting, share in per.items()),
     ])
-    (out / "matrix_results.md").write_text(markdown + "\n")
+    write_text_atomically(out / "matrix_results.md", markdown + "\n")
     if shares:
         plot_penalty(shares, out / "penalty_outcomes.png")
+    if not args.from_json:
+        (out / "trials.jsonl").unlink(missing_ok=True)  # every trial is in matrix_results.json now
     print(markdown)
     return summary
 

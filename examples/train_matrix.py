@@ -7,25 +7,38 @@
 
 The JSON holds ``{"trials": [{"seed", "greedy_joint_action", "action_probs", "is_se"}, ...]}``
 plus the configuration and the Stackelberg equilibrium of the game (leader = agent_0).
+
+With ``--out OUT.json`` every finished trial is also appended to ``OUT.json.trials.jsonl`` as
+it completes. If the run stops (Ctrl-C, SIGTERM, a failing trial, a crash), running the same
+command again trains only the missing seeds and writes the same summary as an uninterrupted
+run would (timings aside); the journal is deleted once the summary is written.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
 from agents.config import STEPConfig, Variant  # noqa: E402
-from agents.experiments import TrialResult, run_algorithm_trial  # noqa: E402
 from agents.maddpg import MADDPGConfig  # noqa: E402
 from envs import matrix  # noqa: E402
+from runner.journal import (  # noqa: E402
+    ResumeMismatchError,
+    TrialJournal,
+    check_output_path,
+    run_trials,
+    write_json_atomically,
+)
+from runner.matrix_trials import load_payoffs_file, run_algorithm_trial  # noqa: E402
+
+MAX_SEED = 2**32 - 1  # NumPy's seeds are 32-bit
 
 
 @dataclass(kw_only=True)
@@ -58,7 +71,9 @@ def parse_args(argv: list[str] | None = None) -> Args:
     parser.add_argument("--steps", type=int, default=10_000, help="environment steps per trial")
     parser.add_argument("--workers", type=int, default=2, help="processes running trials")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first trial")
-    parser.add_argument("--out", default=None, help="write the JSON summary here")
+    parser.add_argument("--out", default=None,
+                        help="write the JSON summary here; finished trials are kept in OUT.trials.jsonl "
+                             "meanwhile, so that the same command resumes an interrupted run")
     parser.add_argument("--n-envs", type=int, default=None,
                         help="parallel environments per trial (default: the matrix-game preset)")
     parser.add_argument("--logdir", default=None,
@@ -67,65 +82,94 @@ def parse_args(argv: list[str] | None = None) -> Args:
     for name in ("trials", "steps", "workers"):
         if getattr(ns, name) <= 0:
             parser.error(f"--{name} must be positive, got {getattr(ns, name)}")
+    if not 0 <= ns.seed <= MAX_SEED - (ns.trials - 1):
+        parser.error(f"--seed must lie in 0..{MAX_SEED - (ns.trials - 1)} (seeds seed..seed+trials-1 "
+                     f"must be valid NumPy seeds), got {ns.seed}")
+    if ns.n_envs is not None and ns.n_envs <= 0:
+        parser.error(f"--n-envs must be positive, got {ns.n_envs}")
+    if ns.algo == "maddpg" and (ns.n_envs is not None or ns.logdir is not None):
+        parser.error("--n-envs and --logdir apply to the PPO-family algorithms, not maddpg")
+    if ns.payoffs is not None:
+        try:
+            load_payoffs_file(ns.payoffs)
+        except ValueError as exc:
+            parser.error(f"--payoffs: {exc}")
+    if ns.out is not None:
+        try:  # now, not after hours of training
+            check_output_path(ns.out)
+        except OSError as exc:
+            parser.error(f"--out: {exc}")
     return Args(**vars(ns))
 
 
 def load_payoffs(args: Args) -> np.ndarray:
+    """The payoff table of ``--payoffs`` or of ``--game``."""
     if args.payoffs is not None:
-        return np.load(args.payoffs)
+        return load_payoffs_file(args.payoffs)
     if args.game == "penalty":
         return matrix.penalty(args.k)
     return {"mixing": matrix.mixing, "climbing": matrix.climbing}[args.game]()
 
 
-def _trial(job: tuple[str, np.ndarray, dict | None, int, int, str | None]) -> TrialResult:
+def _trial(job: tuple[str, np.ndarray, dict | None, int, int, str | None]) -> dict[str, Any]:
     algo, payoffs, config, steps, seed, logdir = job
     return run_algorithm_trial(algo, payoffs, steps=steps, seed=seed,
                                config=None if config is None else STEPConfig.from_dict(config),
-                               logdir=None if logdir is None else f"{logdir}/seed_{seed}")
+                               logdir=None if logdir is None else f"{logdir}/seed_{seed}").to_dict()
+
+
+def journal_path(out: str) -> Path:
+    """Where the finished trials of ``--out OUT`` are kept until the summary is written."""
+    return Path(out).with_name(Path(out).name + ".trials.jsonl")
 
 
 def main(argv: list[str] | None = None) -> dict:
+    """Train every seed (resuming from ``--out``'s journal), print and return the summary."""
     args = parse_args(argv)
     payoffs = load_payoffs(args)
     overrides = {} if args.n_envs is None else {"n_envs": args.n_envs}
     config: STEPConfig | MADDPGConfig
     if args.algo == "maddpg":
-        if args.n_envs is not None or args.logdir is not None:
-            raise SystemExit("--n-envs and --logdir apply to the PPO-family algorithms, not maddpg")
         config = MADDPGConfig()
     else:
         config = STEPConfig.matrix_games(variant=Variant(args.algo), **overrides)
+    config_dict = config.to_dict() if isinstance(config, STEPConfig) else asdict(config)
     job_config = config.to_dict() if isinstance(config, STEPConfig) else None
-    jobs = [(args.algo, payoffs, job_config, args.steps, args.seed + i, args.logdir)
-            for i in range(args.trials)]
-    results: list[TrialResult] = []
-    from tqdm import tqdm
-
-    if args.workers == 1:
-        for job in tqdm(jobs, desc="trials"):
-            results.append(_trial(job))
-    else:
-        with ProcessPoolExecutor(max_workers=args.workers) as pool:
-            for result in tqdm(pool.map(_trial, jobs), total=len(jobs), desc="trials"):
-                results.append(result)
+    jobs = [(f"seed={seed}", (args.algo, payoffs, job_config, args.steps, seed, args.logdir))
+            for seed in range(args.seed, args.seed + args.trials)]
+    journal = None
+    if args.out is not None:
+        # Everything a trial's result depends on, besides its seed: a journal made with other
+        # settings is refused rather than mixed in.
+        settings = {"script": "train_matrix", "algo": args.algo, "payoffs": payoffs.tolist(),
+                    "steps": args.steps, "config": config_dict}
+        try:
+            journal = TrialJournal(journal_path(args.out), settings)
+        except (ResumeMismatchError, RuntimeError) as exc:
+            raise SystemExit(f"error: {exc}") from None
+    try:
+        trials = run_trials(jobs, _trial, workers=args.workers, journal=journal)
+    finally:
+        if journal is not None:
+            journal.close()
     se, se_values = matrix.stackelberg_equilibrium(payoffs)
+    hits = sum(t["is_se"] for t in trials)
     summary = {
-        "trials": [r.to_dict() for r in results],
-        "se_rate": sum(r.is_se for r in results) / len(results),
+        "trials": trials,
+        "se_rate": hits / len(trials),
         "stackelberg_equilibrium": list(se),
         "se_values": se_values.tolist(),
         "algo": args.algo,
         "game": args.payoffs or args.game,
         "k": args.k if args.payoffs is None and args.game == "penalty" else None,
         "steps": args.steps,
-        "config": config.to_dict() if isinstance(config, STEPConfig) else asdict(config),
+        "config": config_dict,
     }
     print(f"{args.algo} on {summary['game']}: greedy joint action is the SE {se} in "
-          f"{sum(r.is_se for r in results)}/{len(results)} trials; "
-          f"mean {np.mean([r.seconds for r in results]):.1f} s per trial")
-    if args.out:
-        Path(args.out).write_text(json.dumps(summary, indent=2))
+          f"{hits}/{len(trials)} trials; mean {np.mean([t['seconds'] for t in trials]):.1f} s per trial")
+    if args.out is not None and journal is not None:
+        write_json_atomically(args.out, summary)
+        journal.remove()  # the summary now holds every trial
     return summary
 
 

@@ -64,22 +64,32 @@ class ActionCodec:
     """Checks and encodes the actions of one action space; built once, used every turn.
 
     The checks are specialised per space type because they run on every turn: gymnasium's
-    ``contains`` is general but several times slower than a shape-and-bounds test.
+    ``contains`` is general but several times slower than a shape-and-bounds test. They accept
+    what ``contains`` accepts, with two deliberate differences: values are compared as they
+    are, never after a cast to the space's dtype (a cast can wrap: 257 becomes 1 in int8), and
+    a float Box takes any real dtype (a float64 action for a float32 Box is fine here).
+    Integer spaces (Discrete, MultiDiscrete, MultiBinary, an integer Box) take integers only;
+    MultiBinary, like gymnasium, also takes booleans and the floats 0.0 and 1.0. NaN is never
+    a valid action.
     """
 
     def __init__(self, space: spaces.Space[Any]) -> None:
         self.space = space
         self.size = action_encoding_size(space)
+        self._shape: tuple[int, ...] | None = space.shape
         if isinstance(space, spaces.Discrete):
             self._start, self._n = int(space.start), int(space.n)
         elif isinstance(space, spaces.Box):
             self._low, self._high = space.low, space.high
-            self._shape = space.shape
+            # gymnasium refuses a float action for an integer Box (it cannot be cast safely).
+            self._kinds = "biu" if np.dtype(space.dtype).kind in "biu" else "biuf"
             # Small boxes (the usual joint torques) are checked in plain Python: faster than
             # three numpy calls for a handful of numbers.
             self._bounds = list(zip(space.low.ravel().tolist(), space.high.ravel().tolist(), strict=True))
             self._small = space.low.size <= 16
         elif isinstance(space, spaces.MultiDiscrete):
+            self._low = space.start
+            self._high = space.start + space.nvec - 1  # the largest valid value; fits the dtype
             self._offsets = np.concatenate(([0], np.cumsum(space.nvec.ravel())[:-1])) - space.start.ravel()
 
     def contains(self, action: Any) -> bool:
@@ -94,15 +104,22 @@ class ActionCodec:
             arr = np.asarray(action)
         except (TypeError, ValueError):
             return False
+        if arr.shape != self._shape:
+            return False
+        kind = arr.dtype.kind
         if isinstance(space, spaces.Box):
-            if arr.shape != self._shape or arr.dtype.kind not in "biuf":
+            if kind not in self._kinds:
                 return False
             # NaN fails every comparison, so it is rejected here too.
             if self._small:
                 values = arr.ravel().tolist()
                 return all(lo <= v <= hi for v, (lo, hi) in zip(values, self._bounds, strict=True))
             return bool(np.logical_and(arr >= self._low, arr <= self._high).all())
-        return bool(space.contains(arr.astype(space.dtype) if arr.dtype.kind in "iu" else arr))
+        if isinstance(space, spaces.MultiDiscrete):
+            # Compared without a cast, so an out-of-range value cannot wrap into the range.
+            return kind in "biu" and bool(np.logical_and(arr >= self._low, arr <= self._high).all())
+        # MultiBinary: every entry 0 or 1, as gymnasium's test (x == 0) | (x == 1).
+        return kind in "biuf" and bool(np.logical_or(arr == 0, arr == 1).all())
 
     def encode(self, action: Any, out: np.ndarray) -> None:
         """Write the encoding of ``action`` into ``out[:size]``."""

@@ -11,11 +11,19 @@ joint action taken. Everything else follows PettingZoo's AEC semantics:
   next time step, must be stepped with ``None``, and is then removed from ``agents``; the order
   skips it from then on.
 * ``state()``, ``render()``, ``close()`` and the action spaces pass through.
+
+Errors never leave a time step half-closed. A rejected ``step`` (an action outside the space,
+an action for a done agent, a step before ``reset`` or after the last agent left) raises before
+anything changes. If the wrapped env's ``reset``/``step`` raises or returns agent names outside
+``possible_agents`` (or an agent that joins mid-episode), or the ``order`` callable fails, the
+wrapper stops the episode: the exception propagates with a note saying so, and every further
+``step`` raises ``RuntimeError`` naming the first error until ``reset()`` is called. The wrapped
+env is therefore stepped exactly once per time step, never again with a closed step's actions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -29,6 +37,8 @@ OrderFn = Callable[["STMGEnv"], Sequence[str]]
 
 BaseObservation = Literal["own", "state"]
 
+_STEP_OUTPUTS = ("observations", "rewards", "terminations", "truncations", "infos")
+
 
 class STMGEnv(AECEnv):  # type: ignore[misc]
     """The STMG version of ``env``; build it with :func:`stmg.wrap`.
@@ -38,7 +48,8 @@ class STMGEnv(AECEnv):  # type: ignore[misc]
         encoder: the :class:`~stmg.encoding.STMGEncoder` that builds every observation.
         current_order: the living agents in this time step's order (leader first).
         prior_actions: the actions chosen so far in this time step, by agent.
-        time_step: how many joint steps the wrapped env has taken since ``reset``.
+        time_step: how many time steps have closed since ``reset`` (the wrapped env stepped
+            and its outputs were taken in).
     """
 
     def __init__(
@@ -59,6 +70,7 @@ class STMGEnv(AECEnv):  # type: ignore[misc]
             )
         self.parallel_env = env
         self.possible_agents = list(env.possible_agents)
+        self._known = frozenset(self.possible_agents)
         self._order_fn: OrderFn | None = None
         self._static_order: list[str] = list(self.possible_agents)
         if callable(order):
@@ -86,8 +98,10 @@ class STMGEnv(AECEnv):  # type: ignore[misc]
         self.metadata = {**getattr(env, "metadata", {}), "name": f"stmg_{name}"}
         self.render_mode = getattr(env, "render_mode", None)
 
-        # Per-episode state; reset() fills it. _ready guards step/observe before reset.
+        # Per-episode state; reset() fills it. _ready guards step/observe before reset;
+        # _halted says why step() is refused until the next reset() (None: it is not).
         self._ready = False
+        self._halted: str | None = None
         self.agents: list[str] = []
         self.current_order: list[str] = []
         self.prior_actions: dict[str, Any] = {}
@@ -151,20 +165,83 @@ class STMGEnv(AECEnv):  # type: ignore[misc]
 
     # --- episode --------------------------------------------------------------------------
     def reset(self, seed: int | None = None, options: dict[str, Any] | None = None) -> None:
-        """Reset the wrapped env and select the leader of the first time step."""
-        obs, infos = self.parallel_env.reset(seed=seed, options=options)
-        self.agents = list(self.parallel_env.agents)
-        self._base_obs = dict(obs)
-        self._state_cache = None
-        self.rewards = {a: 0.0 for a in self.agents}
-        self._cumulative_rewards = {a: 0.0 for a in self.agents}
-        self.terminations = {a: False for a in self.agents}
-        self.truncations = {a: False for a in self.agents}
-        self.infos = {a: dict(infos.get(a, {})) for a in self.agents}
-        self.time_step = 0
-        self._skip_agent_selection = None
-        self._ready = True
-        self._begin_time_step()
+        """Reset the wrapped env and select the leader of the first time step.
+
+        If the wrapped env's ``reset`` or the order callable fails, or the env names an agent
+        outside ``possible_agents``, the error propagates and ``step`` stays refused until a
+        ``reset`` succeeds.
+        """
+        self._halted = "the last reset() did not complete"
+        stage = "the wrapped env's reset()"
+        try:
+            outputs = self.parallel_env.reset(seed=seed, options=options)
+            stage = "checking what the wrapped env's reset() returned"
+            obs, infos = self._checked_reset_outputs(outputs)
+            self.agents = list(self.parallel_env.agents)
+            self._base_obs = dict(obs)
+            self._state_cache = None
+            self.rewards = {a: 0.0 for a in self.agents}
+            self._cumulative_rewards = {a: 0.0 for a in self.agents}
+            self.terminations = {a: False for a in self.agents}
+            self.truncations = {a: False for a in self.agents}
+            self.infos = {a: dict(infos.get(a, {})) for a in self.agents}
+            self.time_step = 0
+            self.prior_actions = {}
+            self._position = 0
+            self._skip_agent_selection = None
+            self._ready = True
+            stage = "the order function at the start of time step 0"
+            self._begin_time_step()
+        except BaseException as exc:
+            self._halt(stage, exc)
+            raise
+        self._halted = None
+
+    def _halt(self, stage: str, exc: BaseException) -> None:
+        """Stop the episode after ``stage`` raised ``exc``: record why and note it on ``exc``."""
+        self._halted = f"{stage} raised {type(exc).__name__}: {exc}"
+        exc.add_note(
+            f"stmg: {stage} failed, so the wrapper stopped this episode (the wrapped env is never "
+            "stepped twice for one time step); call reset() before step() again"
+        )
+
+    def _checked_agent_names(self, names: Any, where: str) -> set[str]:
+        """``names`` as a set, or a ValueError if one is unknown or repeated."""
+        unique = set(names)
+        if len(unique) == len(names) and self._known.issuperset(unique):
+            return unique
+        names = list(names)
+        unknown = [a for a in names if a not in self._known]
+        repeated = sorted({a for a in names if names.count(a) > 1}, key=str)
+        raise ValueError(
+            f"{where} names agents {names}; expected distinct names from possible_agents "
+            f"{self.possible_agents}: unknown {unknown}, repeated {repeated}"
+        )
+
+    def _check_keys(self, mapping: Any, what: str, where: str) -> None:
+        """Raise unless ``mapping`` is a dict keyed by names from ``possible_agents``."""
+        if type(mapping) is not dict and not isinstance(mapping, Mapping):  # exact type first: faster
+            raise TypeError(f"{where} returned {what} of type {type(mapping).__name__}; expected a dict by agent")
+        if not self._known.issuperset(mapping):  # the common case costs one set operation
+            unknown = [a for a in mapping if a not in self._known]
+            raise ValueError(
+                f"{where} returned {what} for agents {unknown} that are not in possible_agents "
+                f"{self.possible_agents}"
+            )
+
+    def _checked_reset_outputs(self, outputs: Any) -> tuple[Mapping[Any, Any], Mapping[Any, Any]]:
+        where = "the wrapped env's reset()"
+        if not (isinstance(outputs, tuple) and len(outputs) == 2):
+            raise TypeError(f"{where} returned {type(outputs).__name__}; expected (observations, infos)")
+        obs, infos = outputs
+        self._check_keys(obs, "observations", where)
+        self._check_keys(infos, "infos", where)
+        self._checked_agent_names(self.parallel_env.agents, "after reset(), env.agents")
+        if self.base_observation == "own":
+            missing = [a for a in self.parallel_env.agents if a not in obs]
+            if missing:
+                raise ValueError(f"{where} returned no observation for agents {missing} in env.agents")
+        return obs, infos
 
     def _begin_time_step(self) -> None:
         living = [a for a in self.agents if not (self.terminations[a] or self.truncations[a])]
@@ -179,7 +256,13 @@ class STMGEnv(AECEnv):  # type: ignore[misc]
         self._deads_step_first()
 
     def step(self, action: Any) -> None:
-        """Record the selected agent's action; the last one in the order closes the time step."""
+        """Record the selected agent's action; the last one in the order closes the time step.
+
+        A rejected action raises ``ValueError`` and changes nothing. After an error that stopped
+        the episode (see the module docstring) it raises ``RuntimeError`` until ``reset()``.
+        """
+        if self._halted is not None:
+            raise RuntimeError(f"step() refused: {self._halted}; call reset() to start a new episode")
         if not self._ready:
             raise RuntimeError("step() called before reset(); call reset() first")
         if not self.agents:
@@ -210,26 +293,63 @@ class STMGEnv(AECEnv):  # type: ignore[misc]
         self._close_time_step()
 
     def _close_time_step(self) -> None:
-        obs, rewards, terminations, truncations, infos = self.parallel_env.step(dict(self.prior_actions))
-        self._base_obs.update(obs)
-        self._state_cache = None
-        self.time_step += 1
-        still_in_env = set(self.parallel_env.agents)
-        newcomers = still_in_env.difference(self.agents)
-        if newcomers:
-            raise NotImplementedError(
-                f"agents {sorted(newcomers)} joined mid-episode; stmg supports agents leaving, not joining"
+        # The wrapped env steps once; whatever fails from here on stops the episode (_halt),
+        # so no later step() can send this time step's actions again. One try block instead
+        # of a context manager per stage: this runs every time step and try costs nothing.
+        t = self.time_step + 1
+        stage = "the wrapped env's step() at time step {t}"  # formatted only on failure
+        try:
+            outputs = self.parallel_env.step(dict(self.prior_actions))
+            stage = "checking what the wrapped env's step() returned at time step {t}"
+            obs, rewards, terminations, truncations, infos = self._checked_step_outputs(outputs)
+            # Nothing here can fail: the outputs are taken in whole or not at all.
+            self._base_obs.update(obs)
+            self._state_cache = None
+            self.time_step = t
+            self.rewards.update(rewards)
+            self.terminations.update(terminations)
+            self.truncations.update(truncations)
+            self.infos.update(infos)
+            self._accumulate_rewards()
+            stage = "the order function at the start of time step {t}"
+            self._begin_time_step()
+        except BaseException as exc:
+            self._halt(stage.format(t=t), exc)
+            raise
+
+    def _checked_step_outputs(self, outputs: Any) -> tuple[Any, ...]:
+        """The wrapped env's step outputs, checked and converted for the agents of this time step."""
+        where = "the wrapped env's step()"
+        if not (isinstance(outputs, tuple) and len(outputs) == 5):
+            raise TypeError(
+                f"{where} returned {type(outputs).__name__}; expected (observations, rewards, "
+                "terminations, truncations, infos)"
             )
+        obs, rewards, terminations, truncations, infos = outputs
+        known = self._known
+        # Fast path (plain dicts of known agents); otherwise check each part for its message.
+        if not (
+            type(obs) is dict and type(rewards) is dict and type(terminations) is dict
+            and type(truncations) is dict and type(infos) is dict
+            and known.issuperset(obs) and known.issuperset(rewards) and known.issuperset(terminations)
+            and known.issuperset(truncations) and known.issuperset(infos)
+        ):
+            for part, what in zip(outputs, _STEP_OUTPUTS, strict=True):
+                self._check_keys(part, what, where)
+        still_in_env = self._checked_agent_names(self.parallel_env.agents, "after step(), env.agents")
+        if not still_in_env.issubset(self.agents):
+            newcomers = sorted(still_in_env.difference(self.agents))
+            raise NotImplementedError(
+                f"agents {newcomers} joined mid-episode; stmg supports agents leaving, not joining"
+            )
+        new_rewards, new_terms, new_truncs, new_infos = {}, {}, {}, {}
         for a in self.current_order:
-            self.rewards[a] = float(rewards.get(a, 0.0))
-            self.terminations[a] = bool(terminations.get(a, False))
-            self.truncations[a] = bool(truncations.get(a, False))
+            new_rewards[a] = float(rewards.get(a, 0.0))
+            new_truncs[a] = bool(truncations.get(a, False))
             # An agent the env dropped without flagging it is treated as terminated.
-            if a not in still_in_env and not self.truncations[a]:
-                self.terminations[a] = True
-            self.infos[a] = dict(infos.get(a, {}))
-        self._accumulate_rewards()
-        self._begin_time_step()
+            new_terms[a] = bool(terminations.get(a, False)) or (a not in still_in_env and not new_truncs[a])
+            new_infos[a] = dict(infos.get(a, {}))
+        return obs, new_rewards, new_terms, new_truncs, new_infos
 
     # --- observations ---------------------------------------------------------------------
     def base_observation_of(self, agent: str) -> Any:

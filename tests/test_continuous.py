@@ -28,8 +28,8 @@ from pettingzoo.test import api_test, parallel_api_test, parallel_seed_test
 import envs
 import stmg
 from agents.config import STEPConfig
-from agents.experiments import run_quadratic_trial
 from envs.continuous import QuadraticGame
+from runner.matrix_trials import run_quadratic_trial
 
 
 def test_registered_and_passes_pettingzoo_api_tests() -> None:

@@ -18,7 +18,7 @@ from agents.maddpg import (
     matrix_game_trial,
     train_maddpg,
 )
-from envs.matrix import MatrixGame
+from envs.matrix import MatrixGame, stackelberg_equilibrium
 
 # One joint action, (1, 1), pays 1 to both agents; every other one pays 0.
 EASY = np.stack([np.array([[0.0, 0.0], [0.0, 1.0]])] * 2)
@@ -111,7 +111,10 @@ def test_same_seed_same_result_and_different_seed_differs() -> None:
 
 
 def test_reaches_the_optimum_of_an_easy_common_payoff_game() -> None:
-    result = matrix_game_trial(lambda: MatrixGame(EASY), config=SMALL, steps=1500, seed=0)
+    se, _ = stackelberg_equilibrium(EASY)
+    assert se == (1, 1), "EASY's equilibrium is the common optimum (1, 1)"
+    result = matrix_game_trial(lambda: MatrixGame(EASY), stackelberg_joint_action=se, config=SMALL,
+                               steps=1500, seed=0)
     assert result["greedy_joint_action"] == [1, 1], f"expected (1, 1), got {result}"
     assert result["is_se"] is True
     assert set(result) == {"seed", "greedy_joint_action", "action_probs", "is_se"}
@@ -125,5 +128,9 @@ def test_bad_user_input_raises_with_the_value() -> None:
         MADDPGConfig(batch_size=0)
     with pytest.raises(ValueError, match="steps=50"):
         train_maddpg(lambda: envs.make("matrix/penalty-v0"), config=SMALL, steps=50, seed=0)
-    with pytest.raises(TypeError, match="MatrixGame"):
-        matrix_game_trial(object, config=SMALL, steps=300, seed=0)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="ParallelEnv, got object"):
+        matrix_game_trial(object, stackelberg_joint_action=(0, 0), config=SMALL, steps=300,  # type: ignore[arg-type]
+                          seed=0)
+    with pytest.raises(ValueError, match=r"stackelberg_joint_action=\[0\] has 1 actions"):
+        matrix_game_trial(lambda: MatrixGame(EASY), stackelberg_joint_action=(0,), config=SMALL, steps=300,
+                          seed=0)

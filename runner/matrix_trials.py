@@ -1,5 +1,8 @@
 """Trials on the repeated games: train a learner and read off what it converged to.
 
+This is runner code: it knows both the learners (:mod:`agents`) and the games (:mod:`envs`),
+and hands the learners only what they need (an env factory, the equilibrium to compare with).
+
 * :func:`run_matrix_trial` -- a payoff table (:class:`envs.matrix.MatrixGame`); is the greedy
   joint action the Stackelberg equilibrium?
 * :func:`run_quadratic_trial` -- the continuous :class:`envs.continuous.QuadraticGame`; how far
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,6 +22,37 @@ from agents.config import STEPConfig
 from agents.execution import matrix_game_report
 from agents.training import train
 from envs.matrix import MatrixGame, stackelberg_equilibrium
+
+
+def load_payoffs_file(path: str | Path) -> np.ndarray:
+    """The payoff table saved with ``numpy.save`` at ``path``, checked like :class:`MatrixGame`'s.
+
+    Raises:
+        ValueError: naming the file and what is wrong (not a ``.npy`` file, missing, pickled
+            objects instead of numbers, a shape or value that is no payoff table).
+    """
+    path = Path(path)
+    if path.suffix != ".npy":
+        raise ValueError(f"{str(path)!r} is not a .npy file; save the payoff array with numpy.save('game.npy', array)")
+    if not path.is_file():
+        raise ValueError(f"no file {str(path)!r}")
+    with path.open("rb") as file:
+        is_npy = file.read(6) == b"\x93NUMPY"  # the magic string that starts every .npy file
+    if not is_npy:
+        raise ValueError(f"{path} is not a .npy file (it does not start like one); expected a numeric "
+                         "array written by numpy.save")
+    try:
+        table = np.load(path, allow_pickle=False)  # never unpickle: a .npy of numbers needs none
+    except ValueError as exc:
+        raise ValueError(f"{path} holds Python objects, not numbers; expected a numeric array "
+                         "written by numpy.save") from exc
+    except (OSError, EOFError) as exc:
+        raise ValueError(f"{path} is not a readable .npy file: {exc}") from exc
+    try:
+        MatrixGame(table)  # the game's own checks: numbers, finite, shape (n, |A_1|, ..., |A_n|)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from exc
+    return np.asarray(table, dtype=np.float64)
 
 
 @dataclass
@@ -62,8 +97,10 @@ def run_algorithm_trial(algo: str, payoffs: np.ndarray, *, steps: int, seed: int
     if algo == "maddpg":
         from agents.maddpg import MADDPGConfig, matrix_game_trial
 
+        se, _ = stackelberg_equilibrium(payoffs)
         start = time.perf_counter()
-        record = matrix_game_trial(lambda: MatrixGame(payoffs), config=MADDPGConfig(), steps=steps, seed=seed)
+        record = matrix_game_trial(lambda: MatrixGame(payoffs), stackelberg_joint_action=se,
+                                   config=MADDPGConfig(), steps=steps, seed=seed)
         return TrialResult(seconds=time.perf_counter() - start, **record)
     if config is None:
         from agents.config import Variant
