@@ -128,8 +128,9 @@ def build_train_parser() -> argparse.ArgumentParser:
                          "cluster (e.g. auto, ray://head:10001); OUT must be visible from every node")
     ex.add_argument("--subprocess-envs", action="store_true",
                     help="step each run's training envs in subprocesses (SubprocVectorEnv)")
-    ex.add_argument("--no-progress", dest="progress", action="store_false",
-                    help="no progress bars; print one line per evaluation instead")
+    ex.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                    help="progress bars (one per concurrent run), or one printed line per evaluation "
+                         "(default: bars when stderr is a terminal)")
     cfg = parser.add_argument_group(
         "learner configuration (defaults: the preset of the env family; each option overrides it)")
     for option in config_options():
@@ -170,7 +171,8 @@ def parse_train_args(argv: Sequence[str] | None = None) -> tuple[TrainArgs, list
         env=ns["env"], env_kwargs=env_kwargs, algos=list(dict.fromkeys(ns["algos"])), steps=ns["steps"],
         seeds=list(dict.fromkeys(ns["seeds"])), out=ns["out"], order=ns["order"], observation=ns["observation"],
         eval_every=ns["eval_every"], eval_episodes=ns["eval_episodes"], resume=ns["resume"],
-        workers=ns["workers"], ray=ns["ray"], subprocess_envs=ns["subprocess_envs"], progress=ns["progress"],
+        workers=ns["workers"], ray=ns["ray"], subprocess_envs=ns["subprocess_envs"],
+        progress=sys.stderr.isatty() if ns["progress"] is None else ns["progress"],
         overrides=overrides,
     )
     try:

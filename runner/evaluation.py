@@ -234,3 +234,89 @@ def _identical_inputs(obs: np.ndarray) -> bool:
         if len(rows) > 1 and not (rows == rows[0]).all():
             return False
     return True
+
+
+def evaluate_decentralized(model: Any, env_fn: Callable[[], ParallelEnv], *, order: Sequence[str] | None,
+                           observation: str, seeds: Sequence[int]) -> EvalResult:
+    """Greedy episodes in which every agent recomputes its superiors' actions itself
+    (:class:`agents.execution.GreedyExecutor` in ``decentralized`` mode), one env and one
+    agent at a time: the slow, literal form of what :class:`Evaluator` reports as
+    ``decentralized``. For checking that claim on a saved STEP model.
+
+    Raises:
+        agents.execution.DecentralizedExecutionError: the agents' inputs are not common knowledge.
+    """
+    import stmg
+    from agents.execution import GreedyExecutor
+
+    spec = model.spec
+    n = spec.n_agents
+    returns = np.zeros((len(seeds), n))
+    took_part = np.zeros((len(seeds), n), bool)
+    lengths = np.zeros(len(seeds), np.int64)
+    speeds: list[float] = []
+    crashed = np.zeros(len(seeds), bool)
+    reports_speed = reports_crash = False
+    index = {a: k for k, a in enumerate(spec.possible_agents)}
+    with preserved_rng():
+        for j, seed in enumerate(seeds):
+            recorder = StepRecorder(env_fn())
+            game = stmg.wrap(recorder, order, observation=observation, flatten=True)  # type: ignore[arg-type]
+            executor = GreedyExecutor(model=model, game=game, mode="decentralized")
+            game.reset(seed=seed)
+            speed_sum, speed_count = 0.0, 0
+            while game.agents:
+                agent = str(game.agent_selection)
+                if game.terminations[agent] or game.truncations[agent]:
+                    game.step(None)
+                    continue
+                before = game.time_step
+                game.step(executor.act(agent))
+                if game.time_step == before:
+                    continue
+                lengths[j] += 1  # the time step closed: the env stepped once
+                for a, r in recorder.last_rewards.items():
+                    returns[j, index[a]] += r
+                    took_part[j, index[a]] = True
+                for info in recorder.last_infos.values():
+                    if "speed" in info:
+                        reports_speed = True
+                        speed_sum += float(info["speed"])
+                        speed_count += 1
+                    if "crashed" in info:
+                        reports_crash = True
+                        crashed[j] |= bool(info["crashed"])
+            speeds.append(speed_sum / speed_count if speed_count else np.nan)
+            game.close()
+    return EvalResult(agent_returns=np.where(took_part, returns, np.nan), lengths=lengths,
+                      speeds=np.array(speeds) if reports_speed else None,
+                      crashed=crashed if reports_crash else None, execution="decentralized")
+
+
+def record_episode(policy: Any, env_fn: Callable[[], ParallelEnv], *, order: Sequence[str] | None,
+                   observation: str, seed: int, max_frames: int = 1000) -> tuple[list[np.ndarray], float]:
+    """Frames (``render()`` of an env built with ``render_mode="rgb_array"``) of one greedy
+    episode, at most ``max_frames`` of them, and the episode's return (mean over agents)."""
+    env = JointStepEnv(env=StepRecorder(env_fn()), order=order, observation=observation, info_flags=False)
+    recorder = env.game.parallel_env
+    frames: list[np.ndarray] = []
+    with preserved_rng():
+        obs, _ = env.reset(seed=seed)
+        returns = np.zeros(env.joint_spec.n_agents)
+        took_part = np.zeros(env.joint_spec.n_agents, bool)
+        done = False
+        while True:
+            if len(frames) < max_frames:
+                frame = recorder.render()
+                if frame is None:
+                    raise RuntimeError("the environment rendered no frame; build it with render_mode='rgb_array'")
+                frames.append(np.asarray(frame, np.uint8))
+            if done:
+                break
+            took_part |= obs[:, ALIVE] > 0.5
+            act = policy.map_action(policy(Batch(obs=obs[None], info=Batch())).act)[0]
+            obs, reward, terminated, truncated, _ = env.step(act)
+            returns += reward
+            done = bool(terminated or truncated)
+    env.game.close()
+    return frames, float(returns[took_part].mean()) if took_part.any() else 0.0

@@ -303,3 +303,30 @@ def set_numpy_rng_state(state: dict[str, Any]) -> None:
     """Inverse of :func:`numpy_rng_state`."""
     keys = np.asarray(state["keys"].numpy(), np.uint32)
     np.random.set_state((state["name"], keys, state["pos"], state["has_gauss"], state["cached"]))
+
+
+def load_model(path: Path, env: JointStepEnv) -> tuple[str, Any, Any]:
+    """Load a model written by a run (``last.pt``/``best.pt``) for the game ``env`` plays.
+
+    Returns ``(algo, policy, model)``: the algorithm name (``maddpg`` or the PPO variant), the
+    Tianshou policy, and the STEP family's ``MultiAgentActorCritic`` (None for MADDPG).
+
+    Raises:
+        ValueError: not a model file, or one written for a differently shaped game
+            (:class:`agents.checkpoint.CheckpointMismatchError` is a ``ValueError``).
+    """
+    from agents.checkpoint import load_into
+    from agents.training import build_learner
+
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} is not a model file of this toolkit")
+    if data.get("format") == MADDPG_FORMAT:
+        maddpg = load_maddpg_model(path, env)
+        return "maddpg", maddpg.policy, None
+    if "config" not in data:
+        raise ValueError(f"{path} is not a model file of this toolkit (no config inside)")
+    config = STEPConfig.from_dict(dict(data["config"]))
+    learner = build_learner(spec=env.joint_spec, config=config, env=env)
+    load_into(learner, path)
+    return config.variant.value, learner.policy, learner.model

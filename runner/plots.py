@@ -203,7 +203,9 @@ def _bars(ax: Axes, values: Mapping[str, Mapping[str, np.ndarray]], algos: Seque
     envs = list(values)
     width = 0.8 / max(1, len(algos))
     for i, algo in enumerate(algos):
-        xs, means, errs = [], [], [[], []]
+        xs: list[float] = []
+        means: list[float] = []
+        errs: list[list[float]] = [[], []]
         for g, env in enumerate(envs):
             if algo not in values[env]:
                 continue

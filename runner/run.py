@@ -233,6 +233,18 @@ def _atomic(save: Callable[[Path], None], path: Path) -> None:
 
 
 @dataclass
+class _Progress:
+    """The counters of a run, saved with its state at every evaluation boundary."""
+
+    env_steps: int = 0
+    chunk: int = 0
+    wall_s: float = 0.0
+    gradient_steps: int = 0
+    best_return: float = -math.inf
+    last_return: float | None = None
+
+
+@dataclass
 class RunResult:
     """What a finished (or already complete) run reports back."""
 
@@ -294,28 +306,27 @@ def run_one(spec: RunSpec, out: Path | str, *, resume: bool = False, show_progre
     session = make_session(spec, subprocess_envs=subprocess_envs)
     evaluator = Evaluator(spec.env_ref, order=spec.order, observation=spec.observation,
                           episodes=spec.eval_episodes, seed=spec.seed)
-    counters = {"env_steps": 0, "chunk": 0, "wall_s": 0.0, "gradient_steps": 0,
-                "best_return": -math.inf, "last_return": None}
+    counters = _Progress()
     if stored_state is not None:
         _restore(session, stored_state, run_dir)
-        counters.update({k: stored_state[k] for k in counters})
-        drop_rows(curves, env=spec.env_label, algo=spec.algo, seed=spec.seed, after=counters["env_steps"])
-    writer = SummaryWriter(str(run_dir / "tb"), purge_step=counters["env_steps"] + 1 if stored_state else None)
-    bar = tqdm(total=spec.steps, initial=counters["env_steps"], desc=f"{spec.algo} seed {spec.seed}",
+        counters = _Progress(**{k: stored_state[k] for k in asdict(counters)})
+        drop_rows(curves, env=spec.env_label, algo=spec.algo, seed=spec.seed, after=counters.env_steps)
+    writer = SummaryWriter(str(run_dir / "tb"), purge_step=counters.env_steps + 1 if stored_state else None)
+    bar = tqdm(total=spec.steps, initial=counters.env_steps, desc=f"{spec.algo} seed {spec.seed}",
                unit="step", position=position, dynamic_ncols=True, leave=True, disable=not show_progress)
-    started = time.perf_counter() - counters["wall_s"]
+    started = time.perf_counter() - counters.wall_s
     chunk_stats: dict[str, list[float]] = {}
     collect_stats: dict[str, list[float]] = {}
 
     def on_collect(n: int) -> None:
-        counters["env_steps"] += n
+        counters.env_steps += n
         bar.update(n)
         for key, values in collect_stats.items():
-            writer.add_scalar(f"train/{key}", float(np.mean(values)), counters["env_steps"])
+            writer.add_scalar(f"train/{key}", float(np.mean(values)), counters.env_steps)
         collect_stats.clear()
 
     def on_update(log_data: dict[str, Any]) -> None:
-        counters["gradient_steps"] += int(log_data.get("gradient_steps", 1))
+        counters.gradient_steps += int(log_data.get("gradient_steps", 1))
         for key, value in _flat_stats(log_data).items():
             chunk_stats.setdefault(key, []).append(value)
             collect_stats.setdefault(key, []).append(value)
@@ -323,22 +334,22 @@ def run_one(spec: RunSpec, out: Path | str, *, resume: bool = False, show_progre
     def boundary() -> None:
         result = evaluator.evaluate(session.policy)
         metrics = result.metrics()
-        counters["wall_s"] = time.perf_counter() - started
+        counters.wall_s = time.perf_counter() - started
         row = {"env": spec.env_label, "algo": spec.algo, "seed": spec.seed,
-               "env_steps": counters["env_steps"], "wall_s": round(counters["wall_s"], 3), **metrics,
-               "gradient_steps": counters["gradient_steps"],
+               "env_steps": counters.env_steps, "wall_s": round(counters.wall_s, 3), **metrics,
+               "gradient_steps": counters.gradient_steps,
                **{f"train_{k}": float(np.mean(v)) for k, v in sorted(chunk_stats.items())}}
         chunk_stats.clear()
         append_row(curves, row)
-        step = counters["env_steps"]
+        step = counters.env_steps
         for key in ("eval_return", "eval_length", "avg_speed", "collision_rate"):
             if metrics[key] is not None:
                 writer.add_scalar(f"eval/{key.removeprefix('eval_')}", metrics[key], step)
-        writer.add_scalar("time/wall_s", counters["wall_s"], step)
+        writer.add_scalar("time/wall_s", counters.wall_s, step)
         writer.flush()
-        counters["last_return"] = metrics["eval_return"]
-        if metrics["eval_return"] > counters["best_return"]:
-            counters["best_return"] = metrics["eval_return"]
+        counters.last_return = metrics["eval_return"]
+        if metrics["eval_return"] > counters.best_return:
+            counters.best_return = metrics["eval_return"]
             _atomic(session.save_model, run_dir / "best.pt")
         _atomic(session.save_model, run_dir / "last.pt")
         _save_state(session, counters, given, run_dir)
@@ -352,13 +363,13 @@ def run_one(spec: RunSpec, out: Path | str, *, resume: bool = False, show_progre
         if stored_state is None:
             boundary()
             evaluations += 1
-        while counters["env_steps"] < spec.steps:
+        while counters.env_steps < spec.steps:
             if stop_after_evaluations is not None and evaluations >= stop_after_evaluations:
                 break
-            target = min((counters["env_steps"] // spec.eval_every + 1) * spec.eval_every, spec.steps)
-            session.reset_envs(chunk_seeds(spec.seed, counters["chunk"], session.n_envs))
-            session.train_steps(target - counters["env_steps"], logger=hook)
-            counters["chunk"] += 1
+            target = min((counters.env_steps // spec.eval_every + 1) * spec.eval_every, spec.steps)
+            session.reset_envs(chunk_seeds(spec.seed, counters.chunk, session.n_envs))
+            session.train_steps(target - counters.env_steps, logger=hook)
+            counters.chunk += 1
             boundary()
             evaluations += 1
     finally:
@@ -366,22 +377,26 @@ def run_one(spec: RunSpec, out: Path | str, *, resume: bool = False, show_progre
         writer.close()
         evaluator.close()
         session.close()
-    return RunResult(env=spec.env_label, algo=spec.algo, seed=spec.seed, env_steps=counters["env_steps"],
-                     eval_return=counters["last_return"], run_dir=str(run_dir))
+    return RunResult(env=spec.env_label, algo=spec.algo, seed=spec.seed, env_steps=counters.env_steps,
+                     eval_return=counters.last_return, run_dir=str(run_dir))
 
 
-def _save_state(session: LearnerSession, counters: Mapping[str, Any], spec: dict[str, Any], run_dir: Path) -> None:
+def _save_state(session: LearnerSession, counters: _Progress, spec: dict[str, Any], run_dir: Path) -> None:
     replay_name = None
     replay = getattr(session, "replay_buffer", None)
     if replay is not None:
         # A new file per boundary, named by step: state.pt names the one that matches it.
-        replay_name = f"replay-{counters['env_steps']}.pkl"
-        _atomic(lambda p: p.write_bytes(pickle.dumps(replay(), protocol=pickle.HIGHEST_PROTOCOL)),
-                run_dir / replay_name)
+        replay_name = f"replay-{counters.env_steps}.pkl"
+        data = pickle.dumps(replay(), protocol=pickle.HIGHEST_PROTOCOL)
+
+        def write(path: Path) -> None:
+            path.write_bytes(data)
+
+        _atomic(write, run_dir / replay_name)
     py_version, py_keys, py_gauss = random.getstate()
     state = {
         "format": STATE_FORMAT, "format_version": STATE_FORMAT_VERSION, "spec": json.dumps(spec),
-        **{k: counters[k] for k in ("env_steps", "chunk", "wall_s", "gradient_steps", "best_return", "last_return")},
+        **asdict(counters),
         "learner": session.state(),
         "generator": session.generator_state(),
         "rng": {"python": [py_version, list(py_keys), py_gauss], "numpy": numpy_rng_state(),
