@@ -28,6 +28,10 @@ def main(argv: Sequence[str] | None = None) -> list[RunResult]:
     except (LaunchError, RunError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: every finished evaluation is in {args.out}/curves.csv; run the same command "
+              "with --resume to continue from the last checkpoints", file=sys.stderr)
+        raise SystemExit(130) from None
     for r in results:
         shown = "n/a" if r.eval_return is None else f"{r.eval_return:.3f}"
         print(f"{r.algo:7s} seed {r.seed}: {r.env_steps} steps, last eval_return {shown}  ({r.run_dir})")

@@ -72,11 +72,17 @@ def launch(specs: Sequence[RunSpec], out: Path | str, *, workers: int = 2, ray_a
             for i, spec in enumerate(specs)
         ]
         results = []
-        for future in futures:
-            try:
-                results.append(future.result())
-            except Exception as exc:
-                results.append(exc)
+        try:
+            for future in futures:
+                try:
+                    results.append(future.result())
+                except Exception as exc:
+                    results.append(exc)
+        except KeyboardInterrupt:
+            # Runs not yet started never start; the running ones received the interrupt too
+            # (same terminal) and stop at once: their finished evaluations are on disk.
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
     return _collect(specs, results)
 
 

@@ -316,7 +316,13 @@ def test_tiny_run_writes_the_expected_rows(tmp_path: Path) -> None:
     assert rows[0]["train_actor_loss"] == "" and rows[1]["train_actor_loss"] != ""
     run_dir = Path(result.run_dir)
     assert {p.name for p in run_dir.iterdir()} >= {"run.json", "last.pt", "best.pt", "state.pt", "tb"}
-    assert any((run_dir / "tb").iterdir())
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tb"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("eval/return")] == [0, 200, 400]
+    assert [e.value for e in events.Scalars("eval/return")] == [float(r["eval_return"]) for r in rows]
+    assert "train/actor_loss" in events.Tags()["scalars"]
     stored = json.loads((run_dir / "run.json").read_text())
     assert stored["spec"] == spec.to_dict() and stored["family"] == "matrix"
     # The last row's return is the payoff of the final model's greedy joint action, 5 times.
