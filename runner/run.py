@@ -42,7 +42,7 @@ import re
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +62,7 @@ from runner.learners import (
     numpy_rng_state,
     set_numpy_rng_state,
 )
-from runner.presets import check_algo, config_from_dict
+from runner.presets import check_algo, config_class, config_from_dict
 
 STATE_FORMAT = "stmg-step-run-state"
 STATE_FORMAT_VERSION = 1
@@ -144,18 +144,32 @@ def _jsonable(data: Any) -> Any:
     return json.loads(json.dumps(data))
 
 
-def spec_differences(stored: Mapping[str, Any], given: Mapping[str, Any]) -> list[str]:
-    """Human-readable differences between two :meth:`RunSpec.to_dict` (config field by field)."""
+def spec_differences(stored: Mapping[str, Any], given: Mapping[str, Any],
+                     config_defaults: Mapping[str, Any] | None = None) -> list[str]:
+    """Human-readable differences between two :meth:`RunSpec.to_dict` (config field by field).
+
+    A configuration field that the stored run does not have (added to the dataclass after the
+    run started) counts as equal if the command leaves it at its default ``config_defaults``.
+    """
+    defaults = dict(config_defaults or {})
     diffs = []
     for key in sorted(set(stored) | set(given)):
         a, b = stored.get(key), given.get(key)
         if key == "config" and isinstance(a, dict) and isinstance(b, dict):
             for name in sorted(set(a) | set(b)):
+                if name not in a and name in defaults and _jsonable(defaults[name]) == b.get(name):
+                    continue
                 if a.get(name) != b.get(name):
                     diffs.append(f"config.{name}: stored {a.get(name)!r}, now {b.get(name)!r}")
         elif a != b:
             diffs.append(f"{key}: stored {a!r}, now {b!r}")
     return diffs
+
+
+def _config_defaults(algo: str) -> dict[str, Any]:
+    """Plain-data defaults of every field of ``algo``'s configuration class."""
+    defaults = config_class(algo)().to_dict()
+    return {f.name: defaults[f.name] for f in fields(config_class(algo))}
 
 
 def chunk_unit(spec: RunSpec) -> int:
@@ -286,7 +300,7 @@ def run_one(spec: RunSpec, out: Path | str, *, resume: bool = False, show_progre
         stored = json.loads(spec_path.read_text())["spec"]
         if not resume:
             raise RunError(f"{run_dir} already holds a run; pass --resume to continue it, or choose another --out")
-        diffs = spec_differences(stored, given)
+        diffs = spec_differences(stored, given, _config_defaults(spec.algo))
         if diffs:
             raise RunError(f"cannot resume {run_dir}: its stored run differs from this command: " + "; ".join(diffs))
         if state_path.exists():

@@ -370,6 +370,21 @@ def test_resume_refuses_a_changed_configuration(tmp_path: Path) -> None:
         run_one(_spec("step", steps=400), tmp_path, show_progress=False, resume=True)
 
 
+def test_resume_accepts_a_config_field_added_later_at_its_default(tmp_path: Path) -> None:
+    """A run started before a STEPConfig field existed resumes while the field keeps its default."""
+    spec = _spec("step", steps=400)
+    run_one(spec, tmp_path, show_progress=False, stop_after_evaluations=2)
+    run_json = spec.run_dir(tmp_path) / "run.json"
+    stored = json.loads(run_json.read_text())
+    del stored["spec"]["config"]["beta"]  # as if written before the field was added
+    run_json.write_text(json.dumps(stored))
+    assert run_one(spec, tmp_path, show_progress=False, resume=True).env_steps == 400
+    stored["spec"]["config"].pop("vf_coef")
+    run_json.write_text(json.dumps(stored))
+    with pytest.raises(RunError, match=r"config.vf_coef: stored None, now 0.25"):
+        run_one(_spec("step", steps=400, vf_coef=0.25), tmp_path, show_progress=False, resume=True)
+
+
 def test_custom_env_and_pettingzoo_env_run_end_to_end(tmp_path: Path) -> None:
     train = _load("examples/train.py")
     train.main(["--env", "tests.test_harness:SpeedEnv", "--algo", "mappo", "--steps", "200", "--eval-every", "100",
