@@ -246,7 +246,14 @@ class STEPPolicy(Policy):
 
     def forward(self, batch: Any, state: Any = None, **kwargs: Any) -> Batch:
         """Joint action for a batch of adapter observations."""
-        obs, alive, _, order, global_state = batch_tensors(batch.obs, self.spec.state_dim)
+        raw = np.asarray(batch.obs)
+        # Acting reads no critic, so observations with or without the state columns will do
+        # (an evaluation env need not carry the state the critics were trained on).
+        state_dim = raw.shape[-1] - EXTRA_COLUMNS - self.spec.obs_dim
+        if state_dim not in (0, self.spec.state_dim):
+            raise ValueError(f"observations of width {raw.shape[-1]} do not fit this policy: expected "
+                             f"{self.spec.obs_dim} + 3 (or + {self.spec.state_dim} state columns)")
+        obs, alive, _, order, global_state = batch_tensors(raw, state_dim)
         greedy = self.deterministic_eval and not self.is_within_training_step
         with torch.inference_mode():  # cheaper than no_grad; the outputs leave as numpy
             obs, global_state = self.model.prepare_obs(obs, global_state)

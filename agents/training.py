@@ -1,9 +1,10 @@
 """Putting it together: build a STEP (or baseline) learner for a game and train it with Tianshou.
 
 :func:`build_learner` makes the model, policy and algorithm for a :class:`JointSpec`;
-:func:`train` runs Tianshou's ``Collector`` over a ``DummyVectorEnv``/``SubprocVectorEnv`` of
-:class:`~agents.adapter.JointStepEnv` and its ``OnPolicyTrainer``
-(``algorithm.run_training(OnPolicyTrainerParams(...))``), optionally with a TensorBoard logger.
+:class:`TrainingSession` holds a learner with Tianshou's ``Collector`` over a
+``DummyVectorEnv``/``SubprocVectorEnv`` of :class:`~agents.adapter.JointStepEnv` and trains it in
+chunks with Tianshou's ``OnPolicyTrainer`` (``algorithm.run_training(OnPolicyTrainerParams(...))``);
+:func:`train` is one session trained in one chunk, optionally with a TensorBoard logger.
 """
 
 from __future__ import annotations
@@ -85,6 +86,113 @@ def _joint_action_space(spec: JointSpec) -> Any:
     return spaces.Box(-np.inf, np.inf, (spec.n_agents, spec.max_action_size), np.float32)
 
 
+class TrainingSession:
+    """A learner with its vector env and collector, trained in chunks of environment steps.
+
+    :func:`train` is one session trained in a single chunk. A harness that evaluates between
+    chunks calls :meth:`train_steps` repeatedly; :meth:`reset_envs` re-seeds and restarts the
+    training environments (used at chunk boundaries, so that a run resumed from a checkpoint
+    sees exactly the environments an uninterrupted run saw).
+
+    Args:
+        env_fn: makes a fresh PettingZoo ParallelEnv (one per vector-env worker).
+        config: hyperparameters (``config.variant`` picks STEP or a baseline).
+        total_steps: joint environment steps the whole run will take (the training horizon
+            that schedules read; also caps the steps per collect).
+        seed: seeds Python, NumPy, torch, the learner's generator and the environments.
+        order: priority order for :func:`stmg.wrap`.
+        observation: ``"own"`` or ``"state"`` base observations.
+        subprocess: use ``SubprocVectorEnv`` instead of ``DummyVectorEnv``.
+    """
+
+    def __init__(
+        self,
+        env_fn: Callable[[], ParallelEnv],
+        *,
+        config: STEPConfig,
+        total_steps: int,
+        seed: int,
+        order: OrderArg = None,
+        observation: str = "own",
+        subprocess: bool = False,
+    ) -> None:
+        if total_steps <= 0:
+            raise ValueError(f"total_steps={total_steps!r} must be positive")
+        seed_everything(seed)
+        torch.set_num_threads(config.torch_threads)
+        first_env = env_fn()
+        self.with_state = critics_read_state(config, first_env)
+        envs_made = [first_env]
+
+        def make() -> JointStepEnv:
+            # The learner reads the per-agent flags from the observations (adapter.step_flags).
+            env = envs_made.pop() if envs_made else env_fn()
+            return JointStepEnv(env=env, order=order, observation=observation, info_flags=False,
+                                with_state=self.with_state)
+
+        probe = make()
+        self.learner = build_learner(spec=probe.joint_spec, config=config, env=probe)
+        self.learner.algorithm.reseed(seed)
+        self.learner.algorithm.set_training_horizon(total_steps)
+        self.config = config
+        self.total_steps = total_steps
+        n_envs = config.n_envs
+        venv_cls = SubprocVectorEnv if subprocess else DummyVectorEnv
+        self.venv = venv_cls([make for _ in range(n_envs)])
+        self.venv.seed([seed * 1000 + i for i in range(n_envs)])
+        self.steps_per_collect = min(config.steps_per_collect, total_steps)
+        buffer_size = (math.ceil(self.steps_per_collect / n_envs) + 1) * n_envs  # headroom: no wrap-around
+        self.collector: Collector = Collector(self.learner.policy, self.venv,
+                                              VectorReplayBuffer(buffer_size, n_envs))
+        self.collector.reset()
+
+    @property
+    def steps_per_chunk_unit(self) -> int:
+        """Environment steps one collect really takes (the collector rounds a collect up to
+        whole vector steps); chunks that are multiples of it end exactly where asked."""
+        n_envs = self.config.n_envs
+        return math.ceil(self.steps_per_collect / n_envs) * n_envs
+
+    def reset_envs(self, seeds: Sequence[int]) -> None:
+        """Re-seed every training environment (``seeds``: one per env) and start new episodes."""
+        if len(seeds) != self.config.n_envs:
+            raise ValueError(f"got {len(seeds)} seeds for {self.config.n_envs} training envs")
+        self.venv.seed([int(s) for s in seeds])
+        self.collector.reset()
+
+    def train_steps(self, n_steps: int, *, logger: Any = None, show_progress: bool = False) -> None:
+        """Collect and learn for ``n_steps`` more joint environment steps (rounded up to whole
+        collects) with Tianshou's on-policy trainer.
+
+        Args:
+            n_steps: environment steps to add.
+            logger: a Tianshou logger that receives the collect and update statistics (note
+                that Tianshou 2.0.1's episode statistics are wrong for episodes longer than
+                one collect per env).
+            show_progress: show Tianshou's progress bar.
+        """
+        if n_steps <= 0:
+            raise ValueError(f"n_steps={n_steps!r} must be positive")
+        params = OnPolicyTrainerParams(
+            training_collector=self.collector,
+            max_epochs=1,
+            epoch_num_steps=n_steps,
+            collection_step_num_env_steps=self.steps_per_collect,
+            update_step_num_repetitions=self.config.epochs,
+            batch_size=None,
+            test_collector=None,
+            logger=logger,
+            multi_agent_return_reduction=_mean_over_agents,
+            verbose=False,
+            show_progress=show_progress,
+        )
+        self.learner.algorithm.run_training(params)
+
+    def close(self) -> None:
+        """Close the training environments."""
+        self.venv.close()
+
+
 def train(
     env_fn: Callable[[], ParallelEnv],
     *,
@@ -110,55 +218,19 @@ def train(
         logdir: write TensorBoard logs there.
         show_progress: show Tianshou's progress bar.
     """
-    if total_steps <= 0:
-        raise ValueError(f"total_steps={total_steps!r} must be positive")
-    seed_everything(seed)
-    torch.set_num_threads(config.torch_threads)
-
-    first_env = env_fn()
-    with_state = critics_read_state(config, first_env)
-    envs_made = [first_env]
-
-    def make() -> JointStepEnv:
-        # The learner reads the per-agent flags from the observations (adapter.step_flags).
-        env = envs_made.pop() if envs_made else env_fn()
-        return JointStepEnv(env=env, order=order, observation=observation, info_flags=False,
-                            with_state=with_state)
-
-    probe = make()
-    learner = build_learner(spec=probe.joint_spec, config=config, env=probe)
-    learner.algorithm.reseed(seed)
-    learner.algorithm.set_training_horizon(total_steps)
-    n_envs = config.n_envs
-    venv_cls = SubprocVectorEnv if subprocess else DummyVectorEnv
-    venv = venv_cls([make for _ in range(n_envs)])
-    venv.seed([seed * 1000 + i for i in range(n_envs)])
-    per_collect = min(config.steps_per_collect, total_steps)
-    buffer_size = (math.ceil(per_collect / n_envs) + 1) * n_envs  # headroom: no wrap-around
-    collector: Collector = Collector(learner.policy, venv, VectorReplayBuffer(buffer_size, n_envs))
-    collector.reset()
+    session = TrainingSession(env_fn, config=config, total_steps=total_steps, seed=seed, order=order,
+                              observation=observation, subprocess=subprocess)
     logger = None
     if logdir is not None:
         from tianshou.utils import TensorboardLogger
         from torch.utils.tensorboard import SummaryWriter
 
         logger = TensorboardLogger(SummaryWriter(logdir))
-    params = OnPolicyTrainerParams(
-        training_collector=collector,
-        max_epochs=1,
-        epoch_num_steps=total_steps,
-        collection_step_num_env_steps=per_collect,
-        update_step_num_repetitions=config.epochs,
-        batch_size=None,
-        test_collector=None,
-        logger=logger,
-        multi_agent_return_reduction=_mean_over_agents,
-        verbose=False,
-        show_progress=show_progress,
-    )
-    learner.algorithm.run_training(params)
-    venv.close()
-    return learner
+    try:
+        session.train_steps(total_steps, logger=logger, show_progress=show_progress)
+    finally:
+        session.close()
+    return session.learner
 
 
 class _MultiAgentReturnsFilter(logging.Filter):

@@ -1,0 +1,42 @@
+"""Train STEP and baselines (algorithms x seeds) on any PettingZoo ParallelEnv with periodic
+greedy evaluation; see ``--help`` for every option.
+
+    python examples/train.py --env mamujoco/HalfCheetah-2x3-v0 --algo step happo mappo \\
+        --steps 1000000 --seeds 0 1 2 --out runs/halfcheetah
+    python examples/train.py ... --resume
+    python examples/plot_curves.py runs/halfcheetah --out halfcheetah.png
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from runner.cli import parse_train_args
+from runner.launch import LaunchError, launch
+from runner.run import RunError, RunResult
+
+
+def main(argv: Sequence[str] | None = None) -> list[RunResult]:
+    """Parse the options, run every (algorithm, seed), print the last evaluation of each."""
+    args, specs = parse_train_args(argv)
+    print(f"{len(specs)} run(s) of {args.env}: {', '.join(args.algos)} x seeds {args.seeds} -> {args.out}/curves.csv",
+          flush=True)
+    try:
+        results = launch(specs, args.out, workers=args.workers, ray_address=args.ray, resume=args.resume,
+                         show_progress=args.progress, subprocess_envs=args.subprocess_envs)
+    except (LaunchError, RunError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: every finished evaluation is in {args.out}/curves.csv; run the same command "
+              "with --resume to continue from the last checkpoints", file=sys.stderr)
+        raise SystemExit(130) from None
+    for r in results:
+        shown = "n/a" if r.eval_return is None else f"{r.eval_return:.3f}"
+        print(f"{r.algo:7s} seed {r.seed}: {r.env_steps} steps, last eval_return {shown}  ({r.run_dir})")
+    return results
+
+
+if __name__ == "__main__":
+    main()

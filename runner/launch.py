@@ -1,0 +1,138 @@
+"""Run many :class:`~runner.run.RunSpec` s (algorithms x seeds): in this process, over local
+worker processes, or over a Ray cluster.
+
+Every run writes its own files and appends to the shared ``OUT/curves.csv`` under a file lock
+(:mod:`runner.curves`), whichever way it is launched; a run gives the same rows in each (same
+seed, same code, one torch thread). With Ray, every node must see ``OUT`` at the same path (a
+shared file system, or a single machine): each Ray task first checks a marker file that the
+driver wrote there, and fails with a message saying so if it cannot read it. The package must
+be installed on every node (``pip install 'stmg-step[ray]'`` and the env extras).
+
+A run that fails does not stop the others; :class:`LaunchError` lists every failure at the end.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import secrets
+from collections.abc import Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from runner.run import RunResult, RunSpec, run_one
+
+MARKER = ".stmg-harness"
+
+
+class LaunchError(RuntimeError):
+    """Some runs failed; the message lists each with its error."""
+
+
+def launch(specs: Sequence[RunSpec], out: Path | str, *, workers: int = 2, ray_address: str | None = None,
+           resume: bool = False, show_progress: bool = True, subprocess_envs: bool = False) -> list[RunResult]:
+    """Run every spec; returns their results in the order of ``specs``.
+
+    Args:
+        specs: the runs.
+        out: output directory.
+        workers: local worker processes (1: run in this process, one after another); with Ray,
+            the CPUs of a local Ray instance (``ray_address="local"``).
+        ray_address: None for local processes; ``"local"`` to start a Ray instance here;
+            otherwise the address of a running Ray cluster (``ray.init(address=...)``), e.g.
+            ``"auto"`` or ``"ray://head:10001"``. An already initialised Ray is used as is.
+        resume: continue runs from their checkpoints (see :func:`runner.run.run_one`).
+        show_progress: progress bars (local runs only; Ray tasks print a line per evaluation).
+        subprocess_envs: training envs in subprocesses.
+    """
+    if workers < 1:
+        raise ValueError(f"workers={workers!r} must be at least 1")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if ray_address is not None:
+        return _launch_ray(specs, out, workers=workers, address=ray_address, resume=resume,
+                           subprocess_envs=subprocess_envs)
+    if workers == 1 or len(specs) == 1:
+        results: list[RunResult | BaseException] = []
+        for spec in specs:
+            try:
+                results.append(run_one(spec, out, resume=resume, show_progress=show_progress,
+                                       subprocess_envs=subprocess_envs))
+            except Exception as exc:  # report it with the others; keep going
+                results.append(exc)
+        return _collect(specs, results)
+    slots = min(workers, len(specs))
+    # spawn: a clean interpreter per worker (forking a process that has torch's thread pools
+    # and Tianshou loaded is fragile).
+    with ProcessPoolExecutor(max_workers=slots, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures: list[Future[RunResult]] = [
+            pool.submit(run_one, spec, out, resume=resume, show_progress=show_progress, position=i % slots,
+                        subprocess_envs=subprocess_envs)
+            for i, spec in enumerate(specs)
+        ]
+        results = []
+        try:
+            for future in futures:
+                try:
+                    results.append(future.result())
+                except Exception as exc:
+                    results.append(exc)
+        except KeyboardInterrupt:
+            # Runs not yet started never start; the running ones received the interrupt too
+            # (same terminal) and stop at once: their finished evaluations are on disk.
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+    return _collect(specs, results)
+
+
+def _collect(specs: Sequence[RunSpec], results: Sequence[RunResult | BaseException]) -> list[RunResult]:
+    failures = [f"{s.env_label} {s.algo} seed {s.seed}: {type(r).__name__}: {r}"
+                for s, r in zip(specs, results, strict=True) if isinstance(r, BaseException)]
+    if failures:
+        raise LaunchError(f"{len(failures)} of {len(specs)} runs failed:\n  " + "\n  ".join(failures))
+    return [r for r in results if isinstance(r, RunResult)]
+
+
+def _launch_ray(specs: Sequence[RunSpec], out: Path, *, workers: int, address: str, resume: bool,
+                subprocess_envs: bool) -> list[RunResult]:
+    try:
+        import ray
+    except ImportError as exc:
+        raise LaunchError("--ray needs the 'ray' package: pip install 'stmg-step[ray]'") from exc
+    started_here = not ray.is_initialized()
+    if started_here:
+        if address == "local":
+            ray.init(num_cpus=workers, include_dashboard=False)
+        else:
+            ray.init(address=address)
+    token = secrets.token_hex(8)
+    (out / MARKER).write_text(token)
+    task = ray.remote(num_cpus=1)(_ray_task)
+    try:
+        refs = [task.remote(spec.to_dict(), str(out.resolve()), token, resume, subprocess_envs) for spec in specs]
+        results: list[RunResult | BaseException] = []
+        for ref in refs:
+            try:
+                results.append(RunResult(**ray.get(ref)))
+            except Exception as exc:  # ray.exceptions.RayTaskError wraps the task's error
+                results.append(exc)
+    finally:
+        if started_here:
+            ray.shutdown()
+    return _collect(specs, results)
+
+
+def _ray_task(spec: dict[str, Any], out: str, token: str, resume: bool, subprocess_envs: bool) -> dict[str, Any]:
+    """One run on a Ray worker (its node must see ``out``)."""
+    import socket
+
+    marker = Path(out) / MARKER
+    if not marker.exists() or marker.read_text() != token:
+        raise LaunchError(
+            f"output directory {out} is not visible on Ray node {socket.gethostname()}: --out must "
+            "be on a file system that every Ray node mounts at the same path"
+        )
+    result = run_one(RunSpec.from_dict(spec), out, resume=resume, show_progress=False,
+                     subprocess_envs=subprocess_envs)
+    return asdict(result)

@@ -1,0 +1,224 @@
+"""Learning curves and final-policy bar charts from ``curves.csv`` files.
+
+Per environment, :func:`plot_curves` draws the mean evaluation return over seeds of each
+algorithm against environment steps, with a 95% confidence band (as in the STEP paper's
+Figs. 6 and 8). For on-ramp merging (rows with ``avg_speed``), it adds bar charts of the final
+policies' average speed (Fig. 9) and collision rate, one group of bars per environment.
+
+Interval estimates come from rliable (``rliable.library.get_interval_estimates``: a
+percentile bootstrap over runs, stratified per evaluation point), the tool of Agarwal et al.
+(2021) for few-run RL evaluation; if rliable is not installed, from SciPy's
+``scipy.stats.bootstrap`` (percentile method). Both resample seeds; with one seed there is no
+band. A band is drawn only over the evaluation points that every seed of the algorithm has
+reached; beyond that the mean of the seeds there is drawn alone.
+"""
+
+from __future__ import annotations
+
+import csv
+import warnings
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+CONFIDENCE = 0.95
+
+
+@dataclass
+class Band:
+    """One algorithm's curve on one environment."""
+
+    steps: np.ndarray
+    """(T,) environment steps of the evaluation points."""
+    mean: np.ndarray
+    """(T,) mean over the seeds that reached the point."""
+    low: np.ndarray
+    """(T,) lower end of the 95% interval (NaN where not every seed has the point, or one seed)."""
+    high: np.ndarray
+    """(T,) upper end."""
+    n_seeds: int
+    """Seeds of the algorithm on this environment."""
+
+
+def read_curves(paths: Iterable[Path | str]) -> list[dict[str, str]]:
+    """Rows of every ``DIR/curves.csv`` (or CSV file) in ``paths``.
+
+    Raises:
+        FileNotFoundError: a path with no curves file, naming it.
+    """
+    rows: list[dict[str, str]] = []
+    for raw in paths:
+        path = Path(raw)
+        file = path / "curves.csv" if path.is_dir() else path
+        if not file.is_file():
+            raise FileNotFoundError(f"no curves file at {file} (expected a training output directory or a CSV)")
+        with open(file, newline="") as f:
+            rows.extend(csv.DictReader(f))
+    return rows
+
+
+def _runs(rows: Sequence[Mapping[str, str]], metric: str) -> dict[str, dict[str, dict[str, dict[int, float]]]]:
+    """env -> algo -> seed -> {env_steps: value} (rows without the metric are skipped)."""
+    out: dict[str, dict[str, dict[str, dict[int, float]]]] = defaultdict(lambda: defaultdict(dict))
+    for row in rows:
+        text = row.get(metric, "")
+        if text in ("", None):
+            continue
+        out[row["env"]][row["algo"]].setdefault(row["seed"], {})[int(row["env_steps"])] = float(text)
+    return out
+
+
+def mean_interval(scores: np.ndarray, *, reps: int = 2000, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean over runs and a 95% bootstrap interval, per column of ``scores`` (runs, points).
+
+    Returns (mean, low, high), each (points,); low/high are NaN with fewer than two runs.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    mean = scores.mean(axis=0)
+    if scores.shape[0] < 2:
+        nan = np.full_like(mean, np.nan)
+        return mean, nan, nan.copy()
+    try:
+        from rliable import library as rly
+    except ImportError:
+        low, high = _scipy_interval(scores, reps=reps, seed=seed)
+    else:
+        with warnings.catch_warnings():
+            # rliable hands arch a RandomState, which arch 7 deprecates (the results are the same).
+            warnings.simplefilter("ignore", FutureWarning)
+            _, intervals = rly.get_interval_estimates(
+                {"scores": scores}, lambda x: x.mean(axis=0), reps=reps,
+                confidence_interval_size=CONFIDENCE, random_state=np.random.RandomState(seed))
+        low, high = intervals["scores"]
+    # A column whose runs all agree has a zero-width interval (the bootstrap may give NaN).
+    same = np.ptp(scores, axis=0) == 0
+    low, high = np.where(same, mean, low), np.where(same, mean, high)
+    return mean, low, high
+
+
+def _scipy_interval(scores: np.ndarray, *, reps: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    from scipy.stats import bootstrap
+
+    res = bootstrap((scores,), np.mean, axis=0, confidence_level=CONFIDENCE, n_resamples=reps,
+                    method="percentile", random_state=np.random.default_rng(seed))
+    return np.asarray(res.confidence_interval.low), np.asarray(res.confidence_interval.high)
+
+
+def curve_bands(rows: Sequence[Mapping[str, str]], metric: str = "eval_return", *,
+                reps: int = 2000) -> dict[str, dict[str, Band]]:
+    """env -> algo -> :class:`Band` of ``metric``."""
+    out: dict[str, dict[str, Band]] = {}
+    for env, algos in sorted(_runs(rows, metric).items()):
+        out[env] = {}
+        for algo, seeds in sorted(algos.items()):
+            all_steps = sorted(set().union(*(s.keys() for s in seeds.values())))
+            common = sorted(set.intersection(*(set(s) for s in seeds.values())))
+            matrix = np.array([[s[t] for t in common] for s in seeds.values()])  # (seeds, common points)
+            mean_c, low_c, high_c = (mean_interval(matrix, reps=reps) if common
+                                     else (np.zeros(0), np.zeros(0), np.zeros(0)))
+            index = {t: i for i, t in enumerate(common)}
+            mean, low, high = [], [], []
+            for t in all_steps:
+                if t in index:
+                    i = index[t]
+                    mean.append(mean_c[i])
+                    low.append(low_c[i])
+                    high.append(high_c[i])
+                else:
+                    mean.append(float(np.mean([s[t] for s in seeds.values() if t in s])))
+                    low.append(np.nan)
+                    high.append(np.nan)
+            out[env][algo] = Band(steps=np.array(all_steps), mean=np.array(mean), low=np.array(low),
+                                  high=np.array(high), n_seeds=len(seeds))
+    return out
+
+
+def final_values(rows: Sequence[Mapping[str, str]], metric: str) -> dict[str, dict[str, np.ndarray]]:
+    """env -> algo -> (seeds,) the metric at each run's last evaluation."""
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for env, algos in sorted(_runs(rows, metric).items()):
+        out[env] = {algo: np.array([s[max(s)] for s in seeds.values()]) for algo, seeds in sorted(algos.items())}
+    return out
+
+
+def plot_curves(rows: Sequence[Mapping[str, str]], out: Path | str, *, metric: str = "eval_return",
+                reps: int = 2000, title: str | None = None) -> Path:
+    """Write the figure (module docstring) to ``out`` (PNG, PDF or SVG by suffix); returns it.
+
+    Raises:
+        ValueError: no row has ``metric``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bands = curve_bands(rows, metric, reps=reps)
+    if not bands:
+        raise ValueError(f"no row has a value for {metric!r}")
+    speeds, crashes = final_values(rows, "avg_speed"), final_values(rows, "collision_rate")
+    algos = sorted({a for env in bands.values() for a in env})
+    colours = {a: f"C{i}" for i, a in enumerate(algos)}
+    n_env = len(bands)
+    n_cols = min(n_env, 3)
+    curve_rows = -(-n_env // n_cols)
+    bar_rows = 1 if speeds else 0
+    fig = plt.figure(figsize=(5.2 * max(n_cols, 2 * bar_rows), 3.9 * (curve_rows + bar_rows)), layout="constrained")
+    grid = fig.add_gridspec(curve_rows + bar_rows, n_cols)
+    for k, (env, per_algo) in enumerate(bands.items()):
+        ax = fig.add_subplot(grid[k // n_cols, k % n_cols])
+        for algo, band in per_algo.items():
+            ax.plot(band.steps, band.mean, color=colours[algo], label=f"{algo} ({band.n_seeds} seeds)")
+            ok = np.isfinite(band.low)
+            if ok.any():
+                ax.fill_between(band.steps[ok], band.low[ok], band.high[ok], color=colours[algo], alpha=0.2,
+                                linewidth=0)
+        ax.set_title(env, fontsize=10)
+        ax.set_xlabel("environment steps")
+        ax.set_ylabel(metric.replace("_", " "))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if bar_rows:
+        halves = grid[curve_rows, :].subgridspec(1, 2)
+        for j, (values, label) in enumerate(((speeds, "average speed (m/s)"), (crashes, "collision rate"))):
+            _bars(fig.add_subplot(halves[0, j]), values, algos, colours, label, reps)
+    fig.suptitle(title or f"mean {metric.replace('_', ' ')} over seeds, 95% bootstrap CI")
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _bars(ax: Axes, values: Mapping[str, Mapping[str, np.ndarray]], algos: Sequence[str],
+          colours: Mapping[str, str], label: str, reps: int) -> None:
+    """Grouped bars of final values: one group per env, one bar per algorithm, 95% CI whiskers."""
+    envs = list(values)
+    width = 0.8 / max(1, len(algos))
+    for i, algo in enumerate(algos):
+        xs: list[float] = []
+        means: list[float] = []
+        errs: list[list[float]] = [[], []]
+        for g, env in enumerate(envs):
+            if algo not in values[env]:
+                continue
+            scores = values[env][algo][:, None]  # (seeds, 1)
+            mean, low, high = mean_interval(scores, reps=reps)
+            xs.append(g + (i - (len(algos) - 1) / 2) * width)
+            means.append(mean[0])
+            errs[0].append(0.0 if np.isnan(low[0]) else mean[0] - low[0])
+            errs[1].append(0.0 if np.isnan(high[0]) else high[0] - mean[0])
+        if xs:
+            ax.bar(xs, means, width=width, yerr=errs, color=colours[algo], label=algo, capsize=3)
+    ax.set_xticks(range(len(envs)), envs, fontsize=8)
+    ax.set_ylabel(label)
+    ax.set_title(f"final policies: {label}", fontsize=10)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8)

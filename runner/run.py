@@ -1,0 +1,446 @@
+"""One run: one algorithm, one seed, one environment, trained with periodic greedy evaluation.
+
+:func:`run_one` trains in chunks of ``eval_every`` environment steps. At step 0 and after every
+chunk (an *evaluation boundary*) it
+
+1. evaluates greedily (:class:`runner.evaluation.Evaluator`),
+2. appends the row to ``OUT/curves.csv`` (flushed; :mod:`runner.curves`) and logs it to
+   TensorBoard (``RUN_DIR/tb``),
+3. saves ``best.pt`` if the evaluation return is the best so far, and
+4. saves ``last.pt`` (the model) and ``state.pt`` (everything needed to continue: learner and
+   optimiser state, the step, chunk and gradient-step counters, the elapsed time, and the RNG
+   states of Python, NumPy, torch and the learner's own generator; MADDPG's replay buffer
+   beside it), each written to a temporary file and renamed.
+
+Each chunk then starts by re-seeding and resetting the training envs with seeds that depend
+only on (seed, chunk) (:func:`runner.evaluation.chunk_seeds`). A run resumed from ``state.pt``
+is therefore in exactly the state the uninterrupted run was in at that boundary, and writes
+exactly the same rows (only ``wall_s`` differs). Rows of the run that were appended after its
+last ``state.pt`` (an interruption between steps 2 and 4) are dropped on resume and computed
+again. The price of this design: every ``eval_every`` steps the training envs start new
+episodes, which cuts the episodes running at the boundary (their data was already used, with
+a bootstrapped value, by the update that ended the chunk).
+
+Layout of ``OUT``::
+
+    OUT/curves.csv                                one row per evaluation of every run
+    OUT/runs/<env>/<algo>/seed_<seed>/run.json    what the run is (env, kwargs, order,
+                                                  observation, algo, config, steps, evaluation)
+    .../last.pt, best.pt                          models (agents.checkpoint format; MADDPG: its own)
+    .../state.pt (+ replay-<steps>.pkl)           resume state
+    .../tb/                                       TensorBoard logs
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pickle
+import random
+import re
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tianshou.utils.logger.logger_base import LazyLogger
+
+from agents.config import STEPConfig
+from agents.maddpg import MADDPGConfig
+from runner.curves import append_row, drop_rows
+from runner.envs import EnvRef
+from runner.evaluation import Evaluator, chunk_seeds
+from runner.learners import (
+    LearnerSession,
+    MADDPGSession,
+    PPOSession,
+    numpy_rng_state,
+    set_numpy_rng_state,
+)
+from runner.presets import check_algo, config_class, config_from_dict
+
+STATE_FORMAT = "stmg-step-run-state"
+STATE_FORMAT_VERSION = 1
+
+
+class RunError(RuntimeError):
+    """A run cannot start or continue as asked (the message says why and what to do)."""
+
+
+@dataclass(kw_only=True)
+class RunSpec:
+    """Everything that defines a run; stored in ``run.json`` and compared on resume."""
+
+    env: str
+    """Registered environment id or ``module:callable``."""
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of the environment."""
+    algo: str
+    """``step``, ``mappo``, ``ippo``, ``happo`` or ``maddpg``."""
+    seed: int
+    """Seeds the learner, the training envs and (disjointly) the evaluation envs."""
+    steps: int
+    """Environment (joint) steps of training."""
+    eval_every: int
+    """Environment steps between two evaluations."""
+    eval_episodes: int = 10
+    """Whole episodes per evaluation."""
+    order: list[str] | None = None
+    """Priority order (default: the env's ``possible_agents``)."""
+    observation: str = "own"
+    """Base observation: ``own`` or ``state``."""
+    config: dict[str, Any] = field(default_factory=dict)
+    """The algorithm's full configuration (``STEPConfig``/``MADDPGConfig`` as a dict)."""
+
+    def __post_init__(self) -> None:
+        check_algo(self.algo)
+        for name in ("steps", "eval_every", "eval_episodes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name}={value!r} must be a positive integer")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 1_000_000:
+            raise ValueError(f"seed={self.seed!r} must be an integer in [0, 1000000)")
+        if self.observation not in ("own", "state"):
+            raise ValueError(f"observation={self.observation!r}; expected 'own' or 'state'")
+
+    @property
+    def env_ref(self) -> EnvRef:
+        """The environment factory."""
+        return EnvRef(self.env, dict(self.env_kwargs))
+
+    @property
+    def env_label(self) -> str:
+        """The ``env`` column: the id, plus the keyword arguments if any (``id[k=v,...]``)."""
+        if not self.env_kwargs:
+            return self.env
+        args = ",".join(f"{k}={self.env_kwargs[k]!r}" for k in sorted(self.env_kwargs))
+        return f"{self.env}[{args}]"
+
+    def algo_config(self) -> STEPConfig | MADDPGConfig:
+        """The configuration object."""
+        return config_from_dict(self.algo, self.config)
+
+    def run_dir(self, out: Path) -> Path:
+        """Where this run keeps its files under ``out``."""
+        slug = re.sub(r"[^A-Za-z0-9._=-]+", "_", self.env_label).strip("_")
+        return Path(out) / "runs" / slug / self.algo / f"seed_{self.seed}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return _jsonable(asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunSpec:
+        """Inverse of :meth:`to_dict`."""
+        return cls(**dict(data))
+
+
+def _jsonable(data: Any) -> Any:
+    return json.loads(json.dumps(data))
+
+
+def spec_differences(stored: Mapping[str, Any], given: Mapping[str, Any],
+                     config_defaults: Mapping[str, Any] | None = None) -> list[str]:
+    """Human-readable differences between two :meth:`RunSpec.to_dict` (config field by field).
+
+    A configuration field that the stored run does not have (added to the dataclass after the
+    run started) counts as equal if the command leaves it at its default ``config_defaults``.
+    """
+    defaults = dict(config_defaults or {})
+    diffs = []
+    for key in sorted(set(stored) | set(given)):
+        a, b = stored.get(key), given.get(key)
+        if key == "config" and isinstance(a, dict) and isinstance(b, dict):
+            for name in sorted(set(a) | set(b)):
+                if name not in a and name in defaults and _jsonable(defaults[name]) == b.get(name):
+                    continue
+                if a.get(name) != b.get(name):
+                    diffs.append(f"config.{name}: stored {a.get(name)!r}, now {b.get(name)!r}")
+        elif a != b:
+            diffs.append(f"{key}: stored {a!r}, now {b!r}")
+    return diffs
+
+
+def _config_defaults(algo: str) -> dict[str, Any]:
+    """Plain-data defaults of every field of ``algo``'s configuration class."""
+    defaults = config_class(algo)().to_dict()
+    return {f.name: defaults[f.name] for f in fields(config_class(algo))}
+
+
+def chunk_unit(spec: RunSpec) -> int:
+    """Environment steps of one collect of ``spec``'s learner; evaluation boundaries fall on
+    multiples of it."""
+    config = spec.algo_config()
+    per_collect = config.steps_per_collect
+    if isinstance(config, STEPConfig):
+        per_collect = min(per_collect, spec.steps)
+    return math.ceil(per_collect / config.n_envs) * config.n_envs
+
+
+def _versions() -> dict[str, str]:
+    """Versions of the packages that shape the results (the MuJoCo ones if loaded)."""
+    from importlib import metadata
+
+    out = {"python": sys.version.split()[0]}
+    for name in ("torch", "tianshou", "pettingzoo", "gymnasium", "numpy", "mujoco",
+                 "gymnasium-robotics", "highway-env", "stmg-step"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+class _HookLogger(LazyLogger):
+    """Receives the trainer's collect and update statistics (nothing else of Tianshou's
+    logging: its episode statistics are wrong for long episodes)."""
+
+    def __init__(self, on_collect: Callable[[int], None], on_update: Callable[[dict[str, Any]], None]) -> None:
+        super().__init__()
+        self._on_collect, self._on_update = on_collect, on_update
+
+    def log_training_data(self, log_data: dict, step: int) -> None:
+        self._on_collect(int(log_data["n_collected_steps"]))
+
+    def log_update_data(self, log_data: dict, step: int) -> None:
+        self._on_update(log_data)
+
+
+def _flat_stats(log_data: Mapping[str, Any]) -> dict[str, float]:
+    """Scalar statistics of one update: summaries give their mean."""
+    out = {}
+    for key, value in log_data.items():
+        if key in ("train_time", "smoothed_loss", "gradient_steps"):
+            continue
+        if isinstance(value, Mapping) and "mean" in value:
+            value = value["mean"]
+        if isinstance(value, int | float | np.floating | np.integer) and not isinstance(value, bool):
+            out[key] = float(value)
+    return out
+
+
+def make_session(spec: RunSpec, *, subprocess_envs: bool = False) -> LearnerSession:
+    """Build the learner session of ``spec`` (seeds everything with ``spec.seed``)."""
+    config = spec.algo_config()
+    common = {"total_steps": spec.steps, "seed": spec.seed, "order": spec.order,
+              "observation": spec.observation, "subprocess": subprocess_envs}
+    if isinstance(config, MADDPGConfig):
+        return MADDPGSession(spec.env_ref, config=config, **common)  # type: ignore[arg-type]
+    return PPOSession(spec.env_ref, config=config, **common)  # type: ignore[arg-type]
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _atomic(save: Callable[[Path], None], path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    save(tmp)
+    os.replace(tmp, path)
+
+
+@dataclass
+class _Progress:
+    """The counters of a run, saved with its state at every evaluation boundary."""
+
+    env_steps: int = 0
+    chunk: int = 0
+    wall_s: float = 0.0
+    gradient_steps: int = 0
+    best_return: float = -math.inf
+    last_return: float | None = None
+
+
+@dataclass
+class RunResult:
+    """What a finished (or already complete) run reports back."""
+
+    env: str
+    algo: str
+    seed: int
+    env_steps: int
+    eval_return: float | None
+    run_dir: str
+
+
+def run_one(spec: RunSpec, out: Path | str, *, resume: bool = False, show_progress: bool = True,
+            position: int = 0, subprocess_envs: bool = False, log: Callable[[str], None] | None = None,
+            stop_after_evaluations: int | None = None) -> RunResult:
+    """Train and evaluate one run (module docstring); returns its last evaluation.
+
+    Args:
+        spec: the run.
+        out: the output directory (``curves.csv`` and ``runs/`` below it).
+        resume: continue from ``state.pt`` if the run has one (refused if its ``run.json``
+            differs from ``spec``); without it an existing run is an error.
+        show_progress: a tqdm progress bar over environment steps.
+        position: the bar's line (one per concurrent run).
+        subprocess_envs: training envs in subprocesses (``SubprocVectorEnv``).
+        log: called with one line per evaluation (default: print when there is no bar).
+        stop_after_evaluations: stop (as if interrupted) after this many evaluations in this
+            call; for tests of resuming.
+    """
+    from torch.utils.tensorboard import SummaryWriter
+    from tqdm import tqdm
+
+    out = Path(out)
+    run_dir = spec.run_dir(out)
+    curves = out / "curves.csv"
+    state_path, spec_path = run_dir / "state.pt", run_dir / "run.json"
+    given = spec.to_dict()
+    stored_state: dict[str, Any] | None = None
+    if spec_path.exists():
+        stored = json.loads(spec_path.read_text())["spec"]
+        if not resume:
+            raise RunError(f"{run_dir} already holds a run; pass --resume to continue it, or choose another --out")
+        diffs = spec_differences(stored, given, _config_defaults(spec.algo))
+        if diffs:
+            raise RunError(f"cannot resume {run_dir}: its stored run differs from this command: " + "; ".join(diffs))
+        if state_path.exists():
+            stored_state = _load_state(state_path)
+    if log is None:
+        log = (lambda _: None) if show_progress else (lambda line: print(line, flush=True))
+    if stored_state is not None and stored_state["env_steps"] >= spec.steps:
+        log(f"{spec.algo} seed {spec.seed}: already complete ({stored_state['env_steps']} steps)")
+        return RunResult(env=spec.env_label, algo=spec.algo, seed=spec.seed, env_steps=stored_state["env_steps"],
+                         eval_return=stored_state["last_return"], run_dir=str(run_dir))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if stored_state is None:  # a fresh start: forget rows of an attempt that saved no state
+        drop_rows(curves, env=spec.env_label, algo=spec.algo, seed=spec.seed)
+        family = spec.env_ref.family
+        spec_path.write_text(json.dumps({"spec": given, "family": family, "versions": _versions()}, indent=2))
+
+    session = make_session(spec, subprocess_envs=subprocess_envs)
+    evaluator = Evaluator(spec.env_ref, order=spec.order, observation=spec.observation,
+                          episodes=spec.eval_episodes, seed=spec.seed)
+    counters = _Progress()
+    if stored_state is not None:
+        _restore(session, stored_state, run_dir)
+        counters = _Progress(**{k: stored_state[k] for k in asdict(counters)})
+        drop_rows(curves, env=spec.env_label, algo=spec.algo, seed=spec.seed, after=counters.env_steps)
+    writer = SummaryWriter(str(run_dir / "tb"), purge_step=counters.env_steps + 1 if stored_state else None)
+    bar = tqdm(total=spec.steps, initial=counters.env_steps, desc=f"{spec.algo} seed {spec.seed}",
+               unit="step", position=position, dynamic_ncols=True, leave=True, disable=not show_progress)
+    started = time.perf_counter() - counters.wall_s
+    chunk_stats: dict[str, list[float]] = {}
+    collect_stats: dict[str, list[float]] = {}
+
+    def on_collect(n: int) -> None:
+        counters.env_steps += n
+        bar.update(n)
+        for key, values in collect_stats.items():
+            writer.add_scalar(f"train/{key}", float(np.mean(values)), counters.env_steps)
+        collect_stats.clear()
+
+    def on_update(log_data: dict[str, Any]) -> None:
+        counters.gradient_steps += int(log_data.get("gradient_steps", 1))
+        for key, value in _flat_stats(log_data).items():
+            chunk_stats.setdefault(key, []).append(value)
+            collect_stats.setdefault(key, []).append(value)
+
+    def boundary() -> None:
+        result = evaluator.evaluate(session.policy)
+        metrics = result.metrics()
+        counters.wall_s = time.perf_counter() - started
+        row = {"env": spec.env_label, "algo": spec.algo, "seed": spec.seed,
+               "env_steps": counters.env_steps, "wall_s": round(counters.wall_s, 3), **metrics,
+               "gradient_steps": counters.gradient_steps,
+               **{f"train_{k}": float(np.mean(v)) for k, v in sorted(chunk_stats.items())}}
+        chunk_stats.clear()
+        append_row(curves, row)
+        step = counters.env_steps
+        for key in ("eval_return", "eval_length", "avg_speed", "collision_rate"):
+            if metrics[key] is not None:
+                writer.add_scalar(f"eval/{key.removeprefix('eval_')}", metrics[key], step)
+        writer.add_scalar("time/wall_s", counters.wall_s, step)
+        writer.flush()
+        counters.last_return = metrics["eval_return"]
+        if metrics["eval_return"] > counters.best_return:
+            counters.best_return = metrics["eval_return"]
+            _atomic(session.save_model, run_dir / "best.pt")
+        _atomic(session.save_model, run_dir / "last.pt")
+        _save_state(session, counters, given, run_dir)
+        bar.set_postfix(eval_return=f"{metrics['eval_return']:.2f}")
+        log(f"{spec.env_label} {spec.algo} seed {spec.seed}: {step}/{spec.steps} steps, "
+            f"eval_return {metrics['eval_return']:.3f}, eval_length {metrics['eval_length']:.1f}")
+
+    evaluations = 0
+    try:
+        hook = _HookLogger(on_collect, on_update)
+        if stored_state is None:
+            boundary()
+            evaluations += 1
+        while counters.env_steps < spec.steps:
+            if stop_after_evaluations is not None and evaluations >= stop_after_evaluations:
+                break
+            target = min((counters.env_steps // spec.eval_every + 1) * spec.eval_every, spec.steps)
+            session.reset_envs(chunk_seeds(spec.seed, counters.chunk, session.n_envs))
+            session.train_steps(target - counters.env_steps, logger=hook)
+            counters.chunk += 1
+            boundary()
+            evaluations += 1
+    finally:
+        bar.close()
+        writer.close()
+        evaluator.close()
+        session.close()
+    return RunResult(env=spec.env_label, algo=spec.algo, seed=spec.seed, env_steps=counters.env_steps,
+                     eval_return=counters.last_return, run_dir=str(run_dir))
+
+
+def _save_state(session: LearnerSession, counters: _Progress, spec: dict[str, Any], run_dir: Path) -> None:
+    replay_name = None
+    replay = getattr(session, "replay_buffer", None)
+    if replay is not None:
+        # A new file per boundary, named by step: state.pt names the one that matches it.
+        replay_name = f"replay-{counters.env_steps}.pkl"
+        data = pickle.dumps(replay(), protocol=pickle.HIGHEST_PROTOCOL)
+
+        def write(path: Path) -> None:
+            path.write_bytes(data)
+
+        _atomic(write, run_dir / replay_name)
+    py_version, py_keys, py_gauss = random.getstate()
+    state = {
+        "format": STATE_FORMAT, "format_version": STATE_FORMAT_VERSION, "spec": json.dumps(spec),
+        **asdict(counters),
+        "learner": session.state(),
+        "generator": session.generator_state(),
+        "rng": {"python": [py_version, list(py_keys), py_gauss], "numpy": numpy_rng_state(),
+                "torch": torch.get_rng_state()},
+        "replay": replay_name,
+    }
+    _atomic_torch_save(state, run_dir / "state.pt")
+    for old in run_dir.glob("replay-*.pkl"):
+        if old.name != replay_name:
+            old.unlink()
+
+
+def _load_state(path: Path) -> dict[str, Any]:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise RunError(f"{path} is not a run state file of this harness")
+    if state.get("format_version") != STATE_FORMAT_VERSION:
+        raise RunError(f"{path} has state format {state.get('format_version')!r}; this harness reads "
+                       f"{STATE_FORMAT_VERSION}")
+    return state  # type: ignore[no-any-return]
+
+
+def _restore(session: LearnerSession, state: Mapping[str, Any], run_dir: Path) -> None:
+    session.load_state(dict(state["learner"]))
+    session.set_generator_state(state["generator"])
+    if state["replay"] is not None:
+        # Our own file, written by _save_state in this run directory.
+        buffer = pickle.loads((run_dir / state["replay"]).read_bytes())
+        session.load_replay_buffer(buffer)  # type: ignore[attr-defined]
+    py_version, py_keys, py_gauss = state["rng"]["python"]
+    random.setstate((py_version, tuple(py_keys), py_gauss))
+    set_numpy_rng_state(state["rng"]["numpy"])
+    torch.set_rng_state(state["rng"]["torch"])

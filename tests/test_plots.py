@@ -1,0 +1,93 @@
+"""Curves and bar charts from curves.csv: intervals, alignment over seeds, and the figure."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from runner.plots import curve_bands, final_values, mean_interval, plot_curves, read_curves
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _write(path: Path, rows: list[dict[str, object]]) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    columns = ["env", "algo", "seed", "env_steps", "eval_return", "avg_speed", "collision_rate"]
+    with open(path / "curves.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, columns, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_mean_interval_by_hand() -> None:
+    scores = np.array([[1.0, 5.0, 2.0], [3.0, 5.0, 4.0], [5.0, 5.0, 9.0]])  # (3 seeds, 3 points)
+    mean, low, high = mean_interval(scores, reps=500)
+    np.testing.assert_allclose(mean, [3.0, 5.0, 5.0])
+    # A percentile bootstrap of a mean lies within the range of the data and brackets the mean.
+    assert np.all(low <= mean) and np.all(mean <= high)
+    assert np.all(low >= scores.min(0)) and np.all(high <= scores.max(0))
+    assert low[1] == high[1] == 5.0  # all seeds agree: no width
+    assert low[0] < 3.0 < high[0]
+    again = mean_interval(scores, reps=500)
+    np.testing.assert_array_equal(again[1], low)  # seeded: the same figure twice
+    one = mean_interval(scores[:1])
+    assert np.isnan(one[1]).all() and np.isnan(one[2]).all()
+
+
+def test_scipy_fallback_agrees_with_rliable(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("rliable")
+    rng = np.random.default_rng(0)
+    scores = rng.normal(10.0, 2.0, size=(10, 4))
+    _, low_r, high_r = mean_interval(scores, reps=4000)
+    monkeypatch.setitem(sys.modules, "rliable", None)  # import rliable now fails
+    _, low_s, high_s = mean_interval(scores, reps=4000)
+    np.testing.assert_allclose(low_s, low_r, atol=0.25)
+    np.testing.assert_allclose(high_s, high_r, atol=0.25)
+
+
+def test_bands_align_seeds_and_final_values(tmp_path: Path) -> None:
+    rows: list[dict[str, object]] = []
+    for seed, offset in ((0, 0.0), (1, 2.0)):
+        for t in (0, 100, 200):
+            rows.append({"env": "merge/easy-v0", "algo": "step", "seed": seed, "env_steps": t,
+                         "eval_return": t / 100 + offset, "avg_speed": 20 + seed, "collision_rate": 0.5 * seed})
+    rows.append({"env": "merge/easy-v0", "algo": "step", "seed": 0, "env_steps": 300, "eval_return": 7.0,
+                 "avg_speed": 25.0, "collision_rate": 0.0})  # seed 0 is further along
+    _write(tmp_path / "a", rows)
+    read = read_curves([tmp_path / "a"])
+    band = curve_bands(read, reps=200)["merge/easy-v0"]["step"]
+    np.testing.assert_array_equal(band.steps, [0, 100, 200, 300])
+    np.testing.assert_allclose(band.mean, [1.0, 2.0, 3.0, 7.0])
+    assert band.n_seeds == 2 and np.isnan(band.low[3]) and np.isfinite(band.low[:3]).all()
+    final = final_values(read, "avg_speed")["merge/easy-v0"]["step"]
+    assert sorted(final.tolist()) == [21.0, 25.0]  # each run's last evaluation
+    out = plot_curves(read, tmp_path / "fig.png", reps=200)
+    assert out.stat().st_size > 10_000
+    with pytest.raises(ValueError, match="no row has a value for 'nope'"):
+        plot_curves(read, tmp_path / "x.png", metric="nope")
+    with pytest.raises(FileNotFoundError, match="no curves file"):
+        read_curves([tmp_path / "missing"])
+
+
+def test_plot_curves_script(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rows: list[dict[str, object]] = [
+        {"env": env, "algo": algo, "seed": seed, "env_steps": t, "eval_return": t * (1 + seed)}
+        for env in ("mamujoco/HalfCheetah-2x3-v0", "matrix/penalty-v0") for algo in ("step", "mappo")
+        for seed in range(3) for t in (0, 10, 20)]
+    _write(tmp_path / "run1", rows[: len(rows) // 2])
+    _write(tmp_path / "run2", rows[len(rows) // 2:])
+    spec = importlib.util.spec_from_file_location("plot_curves_script", ROOT / "examples/plot_curves.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    path = module.main([str(tmp_path / "run1"), str(tmp_path / "run2"), "--out", str(tmp_path / "f.png"),
+                        "--reps", "200"])
+    assert path.exists() and "36 evaluations" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        module.main([str(tmp_path / "nothing"), "--out", str(tmp_path / "g.png")])
+    assert exc.value.code == 2
