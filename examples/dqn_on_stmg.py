@@ -112,10 +112,16 @@ def parse_args(argv: list[str] | None = None) -> Args:
             kind = {"int": int, "float": float}[str(f.type)]
             parser.add_argument(flag, type=kind, default=f.default, help=docs[f.name])
     args = Args(**vars(parser.parse_args(argv)))
-    if args.steps < 1 or args.trials < 1:
-        raise ValueError(f"--steps={args.steps} and --trials={args.trials} must be positive")
-    if not 0.0 <= args.gamma <= 1.0:
-        raise ValueError(f"--gamma={args.gamma} must lie in [0, 1]")
+    for name in ("steps", "trials", "batch_size", "hidden_size"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
+    if args.seed < 0:
+        parser.error(f"--seed must be >= 0, got {args.seed}")
+    if not args.lr > 0:
+        parser.error(f"--lr must be positive, got {args.lr}")
+    for name in ("gamma", "eps_start", "eps_end"):
+        if not 0.0 <= getattr(args, name) <= 1.0:
+            parser.error(f"--{name.replace('_', '-')} must lie in [0, 1], got {getattr(args, name)}")
     return args
 
 

@@ -136,7 +136,7 @@ def test_shim_refuses_n_step_returns() -> None:
 
 
 def test_bad_arguments_raise() -> None:
-    with pytest.raises(ValueError, match="--steps=0"):
+    with pytest.raises(SystemExit):  # a usage error (test_bad_options_are_usage_errors)
         dqn_on_stmg.parse_args(["--steps", "0"])
     with pytest.raises(ValueError, match="setting='both'"):
         dqn_on_stmg.make_game("both", -100.0)
@@ -152,3 +152,17 @@ def test_smoke_run_prints_both_settings() -> None:
     for label in ("STMG (follower sees the leader's action): SE rate", "simultaneous (parallel_to_aec): SE rate"):
         assert label in out, f"missing {label!r} in output:\n{out}"
     assert out.count("mean reward") == 2, out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--batch-size", "0"], "--batch-size must be a positive integer, got 0"),
+    (["--steps", "0"], "--steps must be a positive integer"),
+    (["--seed", "-1"], "--seed must be >= 0, got -1"),
+    (["--gamma", "1.5"], "--gamma must lie in [0, 1], got 1.5"),
+    (["--lr", "0"], "--lr must be positive, got 0.0"),
+])
+def test_bad_options_are_usage_errors(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        dqn_on_stmg.parse_args(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err

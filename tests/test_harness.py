@@ -224,7 +224,7 @@ def test_eval_every_and_steps_round_up_to_whole_collects(tmp_path: Path, capsys:
     (["--env", "matrix/penalty-v0", "--algo", "dqn"], "invalid choice: 'dqn'"),
     (["--env", "continuous/quadratic-v0", "--algo", "maddpg"], "maddpg handles Discrete actions only"),
     (["--env", "matrix/penalty-v0", "--algo", "maddpg", "--eval-every", "300"], "warmup_steps=500"),
-    (["--env", "tests.test_harness:mixed_action_env"], "needs every agent's action space to be Discrete"),
+    (["--env", "tests.test_harness:mixed_action_env"], "unsupported action spaces"),
 ])
 def test_cli_usage_errors_name_the_bad_value(argv: list[str], message: str, tmp_path: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
