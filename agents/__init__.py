@@ -11,6 +11,8 @@ Modules, one concept each:
 * :mod:`agents.model` -- actor and critics of each variant.
 * :mod:`agents.policy` -- :class:`STEPPolicy`, the Tianshou policy running the priority chain.
 * :mod:`agents.gae` -- per-agent GAE.
+* :mod:`agents.normalization` -- running per-agent statistics (observation, reward and value
+  normalisation).
 * :mod:`agents.algorithm` -- :class:`STEPAlgorithm`, the Tianshou on-policy algorithm.
 * :mod:`agents.training` -- :func:`train` with Tianshou's collector and trainer.
 * :mod:`agents.execution` -- greedy execution, communicated or decentralized.

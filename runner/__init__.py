@@ -17,4 +17,6 @@ Modules, one concept each:
 * :mod:`runner.launch` -- many runs over local processes or Ray.
 * :mod:`runner.plots` -- learning curves and bar charts with bootstrap intervals.
 * :mod:`runner.cli` -- the command line of ``examples/train.py``.
+* :mod:`runner.matrix_trials` -- one trial on a repeated game (train, compare with the SE).
+* :mod:`runner.journal` -- finished trials on disk as they complete (resumable scripts).
 """

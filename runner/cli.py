@@ -224,6 +224,9 @@ def build_run_specs(args: TrainArgs, *, notes: Any = None) -> list[RunSpec]:
             specs.append(RunSpec(env=args.env, env_kwargs=args.env_kwargs, algo=algo, seed=seed, steps=steps,
                                  eval_every=eval_every, eval_episodes=args.eval_episodes, order=args.order,
                                  observation=args.observation, config=config.to_dict()))
+    # Seed-major: with fewer workers than runs, every algorithm's first seed comes first, so a
+    # comparison has curves of every algorithm as early as possible.
+    specs.sort(key=lambda spec: (list(args.seeds).index(spec.seed), list(args.algos).index(spec.algo)))
     return specs
 
 
