@@ -1,12 +1,14 @@
-"""Write random normal-form games with a unique pure Stackelberg equilibrium, for training checks
-on games nobody tuned on.
+"""Write random normal-form games with a unique pure Stackelberg equilibrium, and the paper's
+games with payoffs multiplied by 20, for training checks on games nobody tuned on.
 
     python examples/make_random_games.py --out-dir docs/matrix/games
     python examples/train_matrix.py --payoffs docs/matrix/games/three_int80.npy --trials 100
 
 Each game has 3 or 4 agents with 2 to 4 actions each (drawn), payoffs either integers 0..80
 or Gaussian times 100, and is redrawn until every decision of the backward induction has a
-single best action (no ties), so that "found the SE" has one meaning.
+single best action (no ties), so that "found the SE" has one meaning. The paper's Penalty
+(k = -100) and Mixing games are also written with every payoff multiplied by 20
+(``penalty_k-100_x20.npy``, ``mixing_x20.npy``): the same equilibria on another reward scale.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from envs.matrix import stackelberg_equilibrium
+from envs.matrix import mixing, penalty, stackelberg_equilibrium
 
 KINDS = {
     "three_int80": (3, "int80"),
@@ -73,6 +75,10 @@ def main(argv: list[str] | None = None) -> None:
         np.save(out / f"{name}.npy", payoffs)
         joint, values = stackelberg_equilibrium(payoffs)
         print(f"{name}: actions {payoffs.shape[1:]}, SE {joint}, payoffs there {np.round(values, 1).tolist()}")
+    for name, payoffs in (("penalty_k-100_x20", 20.0 * penalty(-100.0)), ("mixing_x20", 20.0 * mixing())):
+        np.save(out / f"{name}.npy", payoffs)
+        joint, values = stackelberg_equilibrium(payoffs)
+        print(f"{name}: SE {joint}, payoffs there {values.tolist()}")
 
 
 if __name__ == "__main__":
