@@ -229,12 +229,16 @@ def load_runs(paths: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
     records: list[dict[str, Any]] = []
     commands = []
     for path in paths:
-        data = json.loads(Path(path).read_text())
-        commands.append(f"`{data['command']}` ({data['trials']} trials of {data['steps']} steps, "
-                        f"{data['minutes']:.1f} min)")
-        for per_setting in data["results"].values():
-            for trials in per_setting.values():
-                records.extend(trials)
+        try:
+            data = json.loads(Path(path).read_text())
+            commands.append(f"`{data['command']}` ({data['trials']} trials of {data['steps']} steps, "
+                            f"{data['minutes']:.1f} min)")
+            for per_setting in data["results"].values():
+                for trials in per_setting.values():
+                    records.extend(trials)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"--from-json {path}: not a matrix_results.json written by this script "
+                             f"({type(exc).__name__}: {exc})") from exc
     return records, commands
 
 
@@ -245,7 +249,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     command = "python examples/reproduce_matrix.py " + " ".join(argv if argv is not None else sys.argv[1:])
     if args.from_json:
-        records, commands = load_runs(args.from_json)
+        try:
+            records, commands = load_runs(args.from_json)
+        except ValueError as exc:
+            raise SystemExit(f"reproduce_matrix.py: error: {exc}") from exc
         minutes = 0.0
         settings = list(dict.fromkeys(r["setting"] for r in records))
     else:

@@ -330,3 +330,15 @@ def test_reproduce_and_continuous_usage_errors(tmp_path: Path, capsys: pytest.Ca
     assert "--out: " in usage_error(reproduce, ["--out", str(tmp_path / "file" / "run")], capsys)
     continuous = load_script("train_continuous").main
     assert "--out: " in usage_error(continuous, ["--out", str(tmp_path / "file" / "c.json")], capsys)
+
+
+@pytest.mark.parametrize("content", ["{not json", '{"command": "x"}', "[1, 2]"])
+def test_reproduce_from_a_malformed_json_is_a_clear_error(tmp_path: Path, content: str) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text(content)
+    result = subprocess.run([sys.executable, str(ROOT / "examples/reproduce_matrix.py"), "--from-json",
+                             str(bad), "--out", str(tmp_path / "out")], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode != 0
+    assert f"--from-json {bad}: not a matrix_results.json written by this script" in result.stderr
+    assert "Traceback" not in result.stderr
