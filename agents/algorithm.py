@@ -305,7 +305,11 @@ class STEPAlgorithm(OnPolicyAlgorithm[STEPPolicy]):
         all_pairs = torch.arange(pb.row.numel())
         n = self.model.spec.n_agents
         if variant is Variant.STEP:
+            actor_group = self._adam.param_groups[0]
             for p in range(n):  # Algorithm 1: agent by agent, leader first
+                # Two timescales: each superior's actor steps superior_lr_scale times the step
+                # of the agent below it (1.0: one rate for all, as in the paper).
+                actor_group["lr"] = self._base_lrs[0] * fraction * self.config.superior_lr_scale ** (n - 1 - p)
                 group = all_pairs[pb.priority == p]
                 steps += self._update_group(pb, group, repeat, log, priority=p)
         elif variant is Variant.HAPPO:

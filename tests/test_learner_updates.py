@@ -392,3 +392,25 @@ def test_reward_scaling_divides_by_the_std_of_discounted_returns() -> None:
     assert td_reward[0] - 0.5 * values[1] == pytest.approx(1.0 / std, rel=1e-4)
     assert td_reward[1] - 0.5 * values[2] == pytest.approx(2.0 / std, rel=1e-4)
     assert math.isfinite(float(last))
+
+
+def test_superiors_learn_on_a_slower_timescale_when_asked() -> None:
+    learner, _ = _learner(STEPConfig(lr=1e-3, critic_lr=2e-3, superior_lr_scale=0.5, epochs=1))
+    algo = learner.algorithm
+    seen: list[tuple[int | None, float, float]] = []
+    original = algo._update_group
+
+    def spy(pb: Any, group: torch.Tensor, epochs: int, log: Any, *, priority: int | None = None,
+            factor: torch.Tensor | None = None) -> int:
+        actor_lr, critic_lr = (g["lr"] for g in algo._adam.param_groups)
+        seen.append((priority, actor_lr, critic_lr))
+        return original(pb, group, epochs, log, priority=priority, factor=factor)
+
+    algo._update_group = spy  # type: ignore[method-assign]
+    batch, buffer, indices = _collect(learner)
+    algo._preprocess_batch(batch, buffer, indices)
+    algo._update_with_batch(batch, None, 1)
+    # Three positions: the leader at 0.25 lr, the middle at 0.5, the last follower at lr; the
+    # critics keep their own rate.
+    assert seen == [(0, pytest.approx(0.25e-3), pytest.approx(2e-3)), (1, pytest.approx(0.5e-3), pytest.approx(2e-3)),
+                    (2, pytest.approx(1e-3), pytest.approx(2e-3))]
