@@ -4,6 +4,7 @@
     python examples/train_matrix.py --algo mappo --game mixing --trials 4 --workers 2
     python examples/train_matrix.py --payoffs my_game.npy --trials 4   # any number of agents
     python examples/train_matrix.py --algo maddpg --game penalty --k -50 --trials 4
+    python examples/train_matrix.py --set value_normalization=True entropy=0.15 --trials 100
 
 The JSON holds ``{"trials": [{"seed", "greedy_joint_action", "action_probs", "is_se"}, ...]}``
 plus the configuration and the Stackelberg equilibrium of the game (leader = agent_0).
@@ -56,6 +57,26 @@ class Args:
     out: str | None = None
     logdir: str | None = None
     n_envs: int | None = None
+    set: list[str] | None = None
+
+
+def parse_config_overrides(items: list[str]) -> dict[str, Any]:
+    """``["field=value", ...]`` -> overrides of STEPConfig fields (values as Python literals;
+    a bare word is a string). Raises ValueError naming the bad item or field."""
+    import ast
+    from dataclasses import fields
+
+    known = {f.name for f in fields(STEPConfig)} - {"variant"}
+    out: dict[str, Any] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep or name not in known:
+            raise ValueError(f"{item!r} is not FIELD=VALUE with FIELD one of {sorted(known)}")
+        try:
+            out[name] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            out[name] = text
+    return out
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
@@ -78,6 +99,9 @@ def parse_args(argv: list[str] | None = None) -> Args:
                         help="parallel environments per trial (default: the matrix-game preset)")
     parser.add_argument("--logdir", default=None,
                         help="write TensorBoard logs to LOGDIR/seed_<seed> for every trial")
+    parser.add_argument("--set", nargs="+", default=None, metavar="FIELD=VALUE",
+                        help="override fields of the preset STEPConfig.matrix_games() (PPO family), "
+                             "e.g. --set value_normalization=True entropy=0.15")
     ns = parser.parse_args(argv)
     for name in ("trials", "steps", "workers"):
         if getattr(ns, name) <= 0:
@@ -87,8 +111,13 @@ def parse_args(argv: list[str] | None = None) -> Args:
                      f"must be valid NumPy seeds), got {ns.seed}")
     if ns.n_envs is not None and ns.n_envs <= 0:
         parser.error(f"--n-envs must be positive, got {ns.n_envs}")
-    if ns.algo == "maddpg" and (ns.n_envs is not None or ns.logdir is not None):
-        parser.error("--n-envs and --logdir apply to the PPO-family algorithms, not maddpg")
+    if ns.algo == "maddpg" and (ns.n_envs is not None or ns.logdir is not None or ns.set):
+        parser.error("--n-envs, --logdir and --set apply to the PPO-family algorithms, not maddpg")
+    if ns.set:
+        try:
+            STEPConfig.matrix_games(**parse_config_overrides(ns.set))
+        except (ValueError, TypeError) as exc:
+            parser.error(f"--set: {exc}")
     if ns.payoffs is not None:
         try:
             load_payoffs_file(ns.payoffs)
@@ -128,6 +157,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     payoffs = load_payoffs(args)
     overrides = {} if args.n_envs is None else {"n_envs": args.n_envs}
+    overrides.update(parse_config_overrides(args.set or []))
     config: STEPConfig | MADDPGConfig
     if args.algo == "maddpg":
         config = MADDPGConfig()

@@ -106,3 +106,14 @@ def test_training_writes_tensorboard_logs(tmp_path: Path) -> None:
     accumulator.Reload()
     tags = accumulator.Tags()["scalars"]
     assert any("train" in tag for tag in tags), tags
+
+
+def test_train_matrix_set_overrides_the_preset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    module = _load("examples/train_matrix.py")
+    summary = module.main(["--trials", "1", "--steps", "400", "--workers", "1",
+                           "--set", "value_normalization=True", "entropy=0.15", "--out", str(tmp_path / "s.json")])
+    assert summary["config"]["value_normalization"] is True and summary["config"]["entropy"] == 0.15
+    assert summary["config"]["gamma"] == 0.0, "the rest is the matrix-game preset"
+    with pytest.raises(SystemExit):
+        module.main(["--set", "entropy"])
+    assert "--set: 'entropy' is not FIELD=VALUE" in capsys.readouterr().err
