@@ -194,7 +194,8 @@ def test_presets_follow_the_env_family_and_options_override_them(tmp_path: Path)
     _, specs = parse_train_args(["--env", "matrix/penalty-v0", "--steps", "1000", "--out", str(tmp_path),
                                  "--algo", "step", "mappo", "--seeds", "3", "4", "--entropy", "0.2",
                                  "--no-advantage-normalization"])
-    assert [(s.algo, s.seed) for s in specs] == [("step", 3), ("step", 4), ("mappo", 3), ("mappo", 4)]
+    # Seed-major: every algorithm's first seed before any second seed.
+    assert [(s.algo, s.seed) for s in specs] == [("step", 3), ("mappo", 3), ("step", 4), ("mappo", 4)]
     for s in specs:
         assert s.config["gamma"] == 0.0  # STEPConfig.matrix_games()
         assert s.config["entropy"] == 0.2 and s.config["advantage_normalization"] is False
