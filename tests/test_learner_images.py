@@ -184,3 +184,24 @@ def test_image_space_of_the_test_env_is_what_it_yields() -> None:
     obs, _ = env.reset(seed=0)
     space = env.observation_space("agent_0")
     assert isinstance(space, spaces.Box) and all(space.contains(o) for o in obs.values())
+
+
+class ScreenStateEnv(BrightHalfEnv):
+    """BrightHalfEnv with a global ``state()`` that is an image too (as pistonball's screen)."""
+
+    def __init__(self) -> None:
+        super().__init__(2)
+        self.state_space = spaces.Box(0, 255, (16, 16, 3), np.uint8)
+
+    def state(self) -> np.ndarray:
+        return np.zeros((16, 16, 3), np.uint8)
+
+
+def test_an_image_state_is_left_out_of_the_critics() -> None:
+    from agents.training import critics_read_state
+
+    assert not critics_read_state(STEPConfig(), ScreenStateEnv())
+    with pytest.raises(ValueError, match=r"critic_state='always'.*image of shape \(16, 16, 3\).*'auto'"):
+        critics_read_state(STEPConfig(critic_state="always"), ScreenStateEnv())
+    learner = train(ScreenStateEnv, config=STEPConfig(n_envs=1, steps_per_collect=8, epochs=1), total_steps=8, seed=0)
+    assert learner.spec.state_dim == 0
