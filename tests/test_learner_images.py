@@ -116,7 +116,7 @@ def test_step_actor_grows_only_by_the_priority_embedding_with_images() -> None:
     assert counts[9] - counts[2] == 7 * cfg.priority_embedding_size
 
 
-@pytest.mark.parametrize("variant", [Variant.STEP, Variant.MAPPO])
+@pytest.mark.parametrize("variant", list(Variant))
 def test_variants_learn_to_name_the_bright_half(variant: Variant) -> None:
     cfg = STEPConfig(variant=variant, n_envs=2, steps_per_collect=32, epochs=4, lr=1e-3)
     learner = train(lambda: BrightHalfEnv(2), config=cfg, total_steps=256, seed=0)
