@@ -23,7 +23,8 @@ pixels scaled to [0, 1] by the space's bounds). The actor has one encoder shared
 E(.; theta_s), so the actor still grows with the number of agents only by the priority
 embeddings) and the critics one more, shared by all critics (``critic_encoder``, trained by
 the value loss alone with the critics' learning rate, as the critics' MLPs are kept apart from
-the actor's). Pair inputs are built from per-time-step encodings
+the actor's; a shared parameter, so the agent-by-agent updates of STEP and HAPPO move it in
+every agent's turn, as they move STEP's shared actor). Pair inputs are built from per-time-step encodings
 (:meth:`MultiAgentActorCritic.pair_inputs`): each (time step, agent) image is encoded once per
 forward pass, and nothing of size pairs x agents x image is ever allocated. Observation
 normalisation does not apply to images (the bounds scale them).
