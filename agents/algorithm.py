@@ -72,10 +72,13 @@ class PairBatch:
     """Transitions flattened into the (time step, agent) pairs of agents that acted.
 
     Everything the losses read that does not depend on the parameters is computed once per
-    collected batch: the pairs' network inputs, actions, advantages and old outputs.
+    collected batch: the pairs' network inputs, actions, advantages and old outputs. Image
+    games are the exception: their inputs depend on the encoders being trained, so the pairs
+    keep the per-time-step data (``steps``) and each gradient step rebuilds the inputs of its
+    minibatch (:meth:`STEPAlgorithm._inputs_of`).
     """
 
-    inputs: PairInputs  # actor/critic inputs, (P, ...)
+    inputs: PairInputs | None  # actor/critic inputs, (P, ...); None: rebuilt from ``steps``
     act: torch.Tensor  # (P,) long or (P, max_action_size)
     row: torch.Tensor  # (P,) long, the time step (row of the collected batch)
     agent: torch.Tensor  # (P,) long
@@ -85,13 +88,25 @@ class PairBatch:
     v_old: torch.Tensor  # (P,) critic outputs when collected, critic units
     logp_old: torch.Tensor  # (P,)
     n_rows: int  # T
+    steps: StepData | None = None  # image games: what the inputs are rebuilt from
 
     def subset(self, idx: torch.Tensor) -> PairBatch:
         """The pairs ``idx`` (rows keep their meaning)."""
-        return PairBatch(inputs=self.inputs[idx], act=self.act[idx], row=self.row[idx],
-                         agent=self.agent[idx], priority=self.priority[idx], adv=self.adv[idx],
-                         ret=self.ret[idx], v_old=self.v_old[idx], logp_old=self.logp_old[idx],
-                         n_rows=self.n_rows)
+        return PairBatch(inputs=None if self.inputs is None else self.inputs[idx], act=self.act[idx],
+                         row=self.row[idx], agent=self.agent[idx], priority=self.priority[idx],
+                         adv=self.adv[idx], ret=self.ret[idx], v_old=self.v_old[idx],
+                         logp_old=self.logp_old[idx], n_rows=self.n_rows, steps=self.steps)
+
+
+@dataclass
+class StepData:
+    """Per time step tensors of a collected batch (image games), shared by all its pairs."""
+
+    obs: torch.Tensor  # (T, n_agents, obs_dim) prepared observations (the images, flat)
+    act_enc: torch.Tensor  # (T, n_agents, slot_size)
+    alive: torch.Tensor  # (T, n_agents)
+    pos_of: torch.Tensor  # (T, n_agents) long
+    state: torch.Tensor | None  # (T, state_dim)
 
 
 class STEPAlgorithm(OnPolicyAlgorithm[STEPPolicy]):
@@ -107,7 +122,7 @@ class STEPAlgorithm(OnPolicyAlgorithm[STEPPolicy]):
         self.config = config
         self.model = policy.model
         model = self.model
-        critic_params = list(model.critics.parameters())
+        critic_params = model.critic_parameters()
         critic_ids = {id(p) for p in critic_params}
         actor_params = [p for p in model.parameters() if id(p) not in critic_ids]
         groups = [{"params": actor_params, "lr": config.lr},
@@ -218,13 +233,20 @@ class STEPAlgorithm(OnPolicyAlgorithm[STEPPolicy]):
             ret_pairs = model.value_norm.normalize(ret_pairs, agent)
         pos_of = position_of(order)
         priority = pos_of[row, agent]
-        inputs = model.inputs(obs=obs[row], act_enc=encode_joint_action(spec, act[row]),
-                              alive=alive[row], pos_of=pos_of[row], agent=agent, priority=priority,
-                              state=None if state is None else state[row])
+        inputs: PairInputs | None = None
+        steps: StepData | None = None
+        if spec.is_image:  # inputs rebuilt per minibatch from each time step's images
+            steps = StepData(obs=obs, act_enc=encode_joint_action(spec, act), alive=alive,
+                             pos_of=pos_of, state=state)
+        else:
+            inputs = model.inputs(obs=obs[row], act_enc=encode_joint_action(spec, act[row]),
+                                  alive=alive[row], pos_of=pos_of[row], agent=agent, priority=priority,
+                                  state=None if state is None else state[row])
         self._pairs = PairBatch(
             inputs=inputs, act=act[row, agent], row=row, agent=agent, priority=priority,
             adv=torch.as_tensor(adv[row_np, agent_np]), ret=ret_pairs,
             v_old=taken.value[row, agent], logp_old=taken.logp[row, agent], n_rows=n_rows,
+            steps=steps,
         )
         # Observation statistics change after this batch's update (the policy that collected
         # it and the one being updated see the same normalisation).
@@ -246,6 +268,19 @@ class STEPAlgorithm(OnPolicyAlgorithm[STEPPolicy]):
         return rew / std
 
     # --- losses ----------------------------------------------------------------------------
+    def _inputs_of(self, pb: PairBatch) -> PairInputs:
+        """The network inputs of the pairs ``pb``: precomputed (vector games), or rebuilt from
+        their time steps' images with the encoders as they are now (image games: only the
+        images of this minibatch's pairs are encoded, so the encoders get their gradient)."""
+        if pb.inputs is not None:
+            return pb.inputs
+        steps = pb.steps
+        if steps is None:  # internal invariant: PairBatch holds one of the two
+            raise RuntimeError("PairBatch without inputs needs its per-time-step data")
+        return self.model.pair_inputs(obs=steps.obs, act_enc=steps.act_enc, alive=steps.alive,
+                                      pos_of=steps.pos_of, row=pb.row, agent=pb.agent,
+                                      priority=pb.priority, state=steps.state)
+
     def _pair_losses(self, pb: PairBatch, adv: torch.Tensor, priority: int | None = None,
                      generated: torch.Tensor | None = None
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -258,7 +293,7 @@ class STEPAlgorithm(OnPolicyAlgorithm[STEPPolicy]):
             generated: STEP: the hypernetwork output for all priorities, if already computed.
         """
         cfg = self.config
-        dist, value = self.model.heads(pb.inputs, agent=pb.agent,
+        dist, value = self.model.heads(self._inputs_of(pb), agent=pb.agent,
                                        priority=pb.priority if priority is None else priority,
                                        generated=generated)
         assert value is not None  # with_value defaults to True

@@ -93,7 +93,7 @@ class ModelGameMismatchError(ValueError):
 
 
 _SHAPE_FIELDS = ("possible_agents", "obs_dim", "action_kind", "action_sizes", "slot_size",
-                 "distinct_observations")
+                 "distinct_observations", "image_shape", "image_channels_first")
 
 
 def check_model_fits_game(model: MultiAgentActorCritic, game: stmg.STMGEnv) -> None:

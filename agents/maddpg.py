@@ -50,7 +50,7 @@ from tianshou.trainer import OffPolicyTrainerParams
 from torch import nn
 
 from agents.adapter import ALIVE, EXTRA_COLUMNS, JointStepEnv, unpack_info
-from agents.spec import JointSpec
+from agents.spec import JointSpec, UnsupportedSpaceError
 
 __all__ = [
     "MADDPG",
@@ -179,6 +179,11 @@ class MADDPGPolicy(Policy):
             raise TypeError(
                 f"this MADDPG handles Discrete action spaces only; the game has {spec.action_kind!r} actions"
             )
+        if spec.image_shape is not None:
+            raise UnsupportedSpaceError(
+                f"this MADDPG reads vector observations only; the game's are images of shape "
+                f"{spec.image_shape} (use a PPO variant, which encodes them with a CNN, or flatten "
+                "and downscale them with a wrapper)")
         super().__init__(action_space=action_space, observation_space=observation_space,
                          action_scaling=False, action_bound_method=None)
         self.spec = spec

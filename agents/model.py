@@ -16,6 +16,19 @@ HAPPO     own obs, one MLP per agent                             one MLP per age
                                                                  + state
 ========  =====================================================  =====================================
 
+Image games (``spec.image_shape`` set): every "obs" above is the feature vector of the
+agent's image (``hidden_size`` values) from a small CNN (:class:`agents.networks.ImageEncoder`,
+pixels scaled to [0, 1] by the space's bounds). The actor has one encoder shared by all agents
+(``actor_encoder``; for STEP it is the first stage of the shared state embedding
+E(.; theta_s), so the actor still grows with the number of agents only by the priority
+embeddings) and the critics one more, shared by all critics (``critic_encoder``, trained by
+the value loss alone with the critics' learning rate, as the critics' MLPs are kept apart from
+the actor's; a shared parameter, so the agent-by-agent updates of STEP and HAPPO move it in
+every agent's turn, as they move STEP's shared actor). Pair inputs are built from per-time-step encodings
+(:meth:`MultiAgentActorCritic.pair_inputs`): each (time step, agent) image is encoded once per
+forward pass, and nothing of size pairs x agents x image is ever allocated. Observation
+normalisation does not apply to images (the bounds scale them).
+
 "state" is the env's global ``state()`` where the adapter carries it (``spec.state_dim`` > 0,
 :attr:`STEPConfig.critic_state`). MAPPO's critic thus reads everything STEP's reads except the
 superiors' actions, which simultaneous agents do not have.
@@ -36,12 +49,15 @@ from torch import nn
 
 from agents.config import STEPConfig, Variant
 from agents.encoding import stmg_inputs
-from agents.networks import AgentMLPs, MaskedDistribution, NLevelPolicy, mlp
+from agents.networks import AgentMLPs, ImageEncoder, MaskedDistribution, NLevelPolicy, mlp
 from agents.normalization import RunningMeanStd
 from agents.spec import JointSpec
 
 OBS_CLIP = 10.0
 """Normalised observations are clipped to [-OBS_CLIP, OBS_CLIP]."""
+ENCODE_CHUNK = 64
+"""Images encoded per encoder call: bounds the memory of encoding a whole collected batch
+without gradients (pistonball's first conv layer holds 0.9 MB per image)."""
 
 
 class MultiAgentActorCritic(nn.Module):
@@ -52,9 +68,19 @@ class MultiAgentActorCritic(nn.Module):
         self.spec = spec
         self.config = config
         self.variant = config.variant
-        n, d, out = spec.n_agents, spec.obs_dim, spec.max_action_size
+        n, out = spec.n_agents, spec.max_action_size
         h = config.hidden_size
         s = spec.state_dim
+        # d: what the networks read per agent, the flat observation or its image features.
+        d = h if spec.is_image else spec.obs_dim
+        self.feature_size = d
+        self.actor_encoder: ImageEncoder | None = None
+        self.critic_encoder: ImageEncoder | None = None
+        if spec.image_shape is not None:
+            image = {"shape": spec.image_shape, "channels_first": spec.image_channels_first,
+                     "low": spec.image_low, "high": spec.image_high, "out_size": h}
+            self.actor_encoder = ImageEncoder(**image)  # type: ignore[arg-type]
+            self.critic_encoder = ImageEncoder(**image)  # type: ignore[arg-type]
         gaussian = spec.action_kind == "box"
         self.register_buffer("valid_actions", torch.as_tensor(spec.action_mask()), persistent=False)
         self.all_actions_valid = bool(spec.action_mask().all())  # same action count for all
@@ -67,7 +93,8 @@ class MultiAgentActorCritic(nn.Module):
                 target_hidden=config.target_hidden_size, out_size=out, gaussian=gaussian,
                 log_std_init=config.log_std_init, agent_identity=spec.distinct_observations,
             )
-            self.critics = AgentMLPs(n_members=n, in_size=spec.flat_size + s, hidden=h, out_size=1)
+            flat_size = spec.flat_size - spec.obs_dim + d  # the STMG observation, features first
+            self.critics = AgentMLPs(n_members=n, in_size=flat_size + s, hidden=h, out_size=1)
         elif self.variant is Variant.MAPPO:
             self.actor = mlp(d + n, h, out)
             _small_head(self.actor)
@@ -84,7 +111,8 @@ class MultiAgentActorCritic(nn.Module):
             members = 1 if self.variant is Variant.MAPPO else n
             self.log_stds = nn.ParameterList(
                 [nn.Parameter(torch.full((out,), config.log_std_init)) for _ in range(members)])
-        self.obs_norm = RunningMeanStd(n, (d,)) if config.obs_normalization else None
+        # Images are scaled by their bounds in the encoder instead of running statistics.
+        self.obs_norm = RunningMeanStd(n, (d,)) if config.obs_normalization and not spec.is_image else None
         self.state_norm = RunningMeanStd(1, (s,)) if config.obs_normalization and s else None
         self.value_norm = RunningMeanStd(n) if config.value_normalization else None
 
@@ -100,6 +128,13 @@ class MultiAgentActorCritic(nn.Module):
             params += self.actor.member_parameters(k)
         if self.log_stds is not None and len(self.log_stds) > 1:
             params.append(self.log_stds[k])
+        return params
+
+    def critic_parameters(self) -> list[nn.Parameter]:
+        """The critics' parameters, with their image encoder (the critics' optimiser group)."""
+        params = list(self.critics.parameters())
+        if self.critic_encoder is not None:
+            params += list(self.critic_encoder.parameters())
         return params
 
     def priority_parameters(self, p: int) -> list[nn.Parameter]:
@@ -129,6 +164,83 @@ class MultiAgentActorCritic(nn.Module):
         if self.state_norm is not None and state is not None and state.shape[0]:
             self.state_norm.update(state, torch.zeros(state.shape[0], dtype=torch.long))
 
+    # --- image features --------------------------------------------------------------------
+    def encode(self, obs: torch.Tensor, cells: torch.Tensor | None = None, *,
+               critic: bool = False) -> torch.Tensor:
+        """What the networks read per agent: (B, n_agents, obs_dim) prepared observations ->
+        (B, n_agents, feature_size).
+
+        Vector games: ``obs`` itself. Image games: the actor's (``critic=True``: the critics')
+        encoder applied once to each cell of ``cells`` ((B, n_agents) bool; all if None),
+        :data:`ENCODE_CHUNK` images per call; the other cells are 0, as gone agents'
+        observations are in vector games.
+        """
+        encoder = self.critic_encoder if critic else self.actor_encoder
+        if encoder is None:
+            return obs
+        batch, n = obs.shape[0], obs.shape[1]
+        if cells is None:
+            cells = torch.ones(batch, n, dtype=torch.bool, device=obs.device)
+        rows, agents = cells.nonzero(as_tuple=True)
+        out = obs.new_zeros(batch, n, self.feature_size)
+        if rows.numel() == 0:
+            return out
+        parts = [encoder(obs[r, a]) for r, a in zip(rows.split(ENCODE_CHUNK), agents.split(ENCODE_CHUNK),
+                                                    strict=True)]
+        return out.index_put((rows, agents), torch.cat(parts))  # (B, n, feature_size)
+
+    @property
+    def critic_reads_all_agents(self) -> bool:
+        """Whether an agent's critic reads every agent's observation (MAPPO, HAPPO)."""
+        return self.variant in (Variant.MAPPO, Variant.HAPPO)
+
+    def pair_inputs(
+        self,
+        *,
+        obs: torch.Tensor,
+        act_enc: torch.Tensor,
+        alive: torch.Tensor,
+        pos_of: torch.Tensor,
+        row: torch.Tensor,
+        agent: torch.Tensor,
+        priority: torch.Tensor,
+        state: torch.Tensor | None = None,
+        with_value: bool = True,
+    ) -> PairInputs:
+        """:meth:`inputs` of the pairs (``row[b]``, ``agent[b]``) from per-time-step tensors.
+
+        Vector games gather the rows and call :meth:`inputs`. Image games first encode, once
+        each, the observations the pairs read -- every pair's own for the actor, and for the
+        critics every living agent's of the pairs' time steps (MAPPO, HAPPO) or the own (STEP,
+        IPPO) -- and gather the (pairs, n_agents, feature_size) features: no per-pair copy of
+        any image.
+
+        Args:
+            obs: (T, n_agents, obs_dim) prepared observations; act_enc: (T, n_agents,
+                slot_size); alive: (T, n_agents); pos_of: (T, n_agents) long; state: (T,
+                state_dim) or None.
+            row: (P,) long time step of each pair; agent: (P,) long; priority: (P,) long.
+            with_value: build the critics' inputs too.
+        """
+        state_rows = None if state is None else state[row]
+        if not self.spec.is_image:
+            return self.inputs(obs=obs[row], act_enc=act_enc[row], alive=alive[row], pos_of=pos_of[row],
+                               agent=agent, priority=priority, state=state_rows)
+        own = torch.zeros(obs.shape[0], self.spec.n_agents, dtype=torch.bool, device=obs.device)
+        own[row, agent] = True  # (T, n) the pairs' own cells
+        features = self.encode(obs, own)[row]  # (P, n, feature_size)
+        critic_features = None
+        if with_value:
+            cells = own
+            if self.critic_reads_all_agents:  # every living agent of the pairs' time steps
+                in_pairs = torch.zeros(obs.shape[0], dtype=torch.bool, device=obs.device)
+                in_pairs[row] = True
+                cells = own | ((alive > 0.5) & in_pairs.unsqueeze(1))
+            critic_features = self.encode(obs, cells, critic=True)[row]
+        return self.inputs(obs=features, critic_obs=critic_features, act_enc=act_enc[row], alive=alive[row],
+                           pos_of=pos_of[row], agent=agent, priority=priority, state=state_rows,
+                           with_critic=with_value)
+
     def value_in_return_units(self, value: torch.Tensor, agent: torch.Tensor | None = None) -> torch.Tensor:
         """Critic outputs -> values in return units (de-normalised with ``value_normalization``).
         ``agent`` (P,) for a flat batch of pairs; None for (..., n_agents) tensors."""
@@ -154,12 +266,18 @@ class MultiAgentActorCritic(nn.Module):
         agent: torch.Tensor,
         priority: torch.Tensor,
         state: torch.Tensor | None = None,
+        critic_obs: torch.Tensor | None = None,
+        with_critic: bool = True,
     ) -> PairInputs:
         """What the actor and the critic of each (time step, agent) pair read (data only).
 
         Args:
-            obs: (B, n_agents, obs_dim) base observations of every agent (prepared:
-                :meth:`prepare_obs`).
+            obs: (B, n_agents, feature_size) what the actor reads of every agent: the base
+                observations (prepared: :meth:`prepare_obs`), or in image games their
+                features (:meth:`encode`).
+            critic_obs: (B, n_agents, feature_size) what the critics read, where it differs
+                from ``obs`` (image games: the critic encoder's features); None: ``obs``.
+            with_critic: build the critic inputs (else ``critic`` is None).
             state: (B, state_dim) global states (prepared), needed when ``spec.state_dim`` > 0.
             act_enc: (B, n_agents, slot_size) encoded (partial) joint actions.
             alive: (B, n_agents) 1.0 for the agents acting in the time step.
@@ -173,23 +291,32 @@ class MultiAgentActorCritic(nn.Module):
             raise ValueError(f"this model's critics read a state of size {spec.state_dim}; got "
                              f"{tuple(state.shape)} for {batch} pairs")
         # Without the state the critics cannot be evaluated (acting only): no critic inputs.
-        no_critic = bool(spec.state_dim) and state is None
+        no_critic = (bool(spec.state_dim) and state is None) or not with_critic
+        d = self.feature_size
         extra: list[torch.Tensor] = [state] if state is not None and spec.state_dim else []
         if self.variant is Variant.STEP:
             flat = stmg_inputs(spec, obs=obs, act_enc=act_enc, alive=alive, pos_of=pos_of,
                                agent=agent, priority=priority)  # (B, flat_size)
-            actor_in = flat[:, : spec.obs_dim + n * spec.slot_size + n]
+            actor_in = flat[:, : d + n * spec.slot_size + n]
             actor = self.actor
             assert isinstance(actor, NLevelPolicy)  # internal: STEP's actor
             identity = actor.identity_code(agent, batch)
             if identity is not None:
                 actor_in = torch.cat([actor_in, identity], dim=1)
-            critic = None if no_critic else torch.cat([flat, *extra], dim=1) if extra else flat
+            critic_flat = flat
+            if critic_obs is not None and not no_critic:  # the critic's own features first
+                critic_own = critic_obs[torch.arange(batch, device=obs.device), agent]  # (B, d)
+                critic_flat = torch.cat([critic_own, flat[:, d:]], dim=1)
+            critic = None if no_critic else torch.cat([critic_flat, *extra], dim=1) if extra else critic_flat
             return PairInputs(actor=actor_in, critic=critic)
-        own = obs[torch.arange(batch, device=obs.device), agent]  # (B, obs_dim)
+        pair_rows = torch.arange(batch, device=obs.device)
+        own = obs[pair_rows, agent]  # (B, d)
+        seen = obs if critic_obs is None else critic_obs  # what the critics read
         if self.variant is Variant.IPPO:
-            return PairInputs(actor=own, critic=own)
-        joint = torch.cat([obs.reshape(batch, -1), alive, *extra], dim=1)
+            if critic_obs is None:  # vector games: the critic reads the actor's input
+                return PairInputs(actor=own, critic=own)
+            return PairInputs(actor=own, critic=None if no_critic else critic_obs[pair_rows, agent])
+        joint = torch.cat([seen.reshape(batch, -1), alive, *extra], dim=1)
         if self.variant is Variant.HAPPO:
             return PairInputs(actor=own, critic=None if no_critic else joint)
         agent_id = F.one_hot(agent, n).float()  # MAPPO: (B, n)
@@ -266,10 +393,12 @@ class MultiAgentActorCritic(nn.Module):
         generated: torch.Tensor | None = None,
         state: torch.Tensor | None = None,
     ) -> tuple[MaskedDistribution, torch.Tensor | None]:
-        """:meth:`heads` of :meth:`inputs`: the distribution and value of a batch of pairs
-        (arguments as there)."""
-        pair_inputs = self.inputs(obs=obs, act_enc=act_enc, alive=alive, pos_of=pos_of,
-                                  agent=agent, priority=priority, state=state)
+        """:meth:`heads` of :meth:`pair_inputs` with one pair per row: the distribution and
+        value of a batch of pairs from their (B, n_agents, obs_dim) prepared observations
+        (arguments as :meth:`inputs`; image games encode the images here)."""
+        pair_inputs = self.pair_inputs(obs=obs, act_enc=act_enc, alive=alive, pos_of=pos_of,
+                                       row=torch.arange(obs.shape[0], device=obs.device), agent=agent,
+                                       priority=priority, state=state, with_value=with_value)
         return self.heads(pair_inputs, agent=agent, priority=priority, with_value=with_value,
                           generated=generated)
 

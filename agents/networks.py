@@ -8,6 +8,9 @@
   ``priority_embedding_size`` per agent.
 * :class:`AgentMLPs` -- one MLP per agent with stacked weights, evaluated row-wise by agent
   index (per-agent critics, IPPO/HAPPO actors).
+* :class:`ImageEncoder` -- a small CNN that turns image observations (scaled to [0, 1] by the
+  space's bounds) into feature vectors, shared by all agents; the networks above read these
+  features where they read flat observations in vector games.
 * :class:`MaskedDistribution` -- turns head outputs into a categorical or diagonal-Gaussian
   distribution with per-agent masking of padded outputs.
 
@@ -35,6 +38,66 @@ def mlp(in_size: int, hidden: int, out_size: int, *, layers: int = 2) -> nn.Sequ
         size = hidden
     modules.append(nn.Linear(size, out_size))
     return nn.Sequential(*modules)
+
+
+class ImageEncoder(nn.Module):
+    """A small CNN: flat images -> (B, out_size) ReLU features, one encoder for all agents.
+
+    Pixels are scaled to [0, 1] with the space's bounds, ``(x - low) / (high - low)`` (uint8
+    images: x / 255). Then 3x3 convolutions with stride 2 and padding 1 (16, then 32
+    channels, ReLU), as many as it takes to bring the smaller side to 8 pixels or less (at
+    least one, at most five: 12x12 -> one layer, 6x6; pistonball's 457x120 -> four, 29x8), and
+    one linear layer to ``out_size`` with a ReLU. Small strides and channel counts keep it
+    cheap on a CPU; Nature-DQN's 8x8/4 first layer does not fit images under 36 pixels.
+
+    Args:
+        shape: (H, W, C) of the images.
+        channels_first: the flat input is a (C, H, W) image instead of (H, W, C).
+        low: lower bound of every pixel value.
+        high: upper bound of every pixel value.
+        out_size: feature size.
+    """
+
+    MAX_CONVS = 5
+    TARGET_SIDE = 8
+
+    def __init__(self, *, shape: tuple[int, int, int], channels_first: bool, low: float,
+                 high: float, out_size: int) -> None:
+        super().__init__()
+        if high <= low:
+            raise ValueError(f"ImageEncoder needs low < high; got low={low!r}, high={high!r}")
+        self.shape, self.channels_first = shape, channels_first
+        self.low, self.scale = float(low), 1.0 / (float(high) - float(low))
+        self.out_size = out_size
+        h, w, c = shape
+        layers: list[nn.Module] = []
+        channels = c
+        while not layers or (min(h, w) > self.TARGET_SIDE and len(layers) // 2 < self.MAX_CONVS):
+            out_channels = 16 if not layers else 32
+            conv = nn.Conv2d(channels, out_channels, kernel_size=3, stride=2, padding=1)
+            nn.init.orthogonal_(conv.weight, gain=math.sqrt(2.0))
+            nn.init.zeros_(conv.bias)  # type: ignore[arg-type]
+            layers += [conv, nn.ReLU()]
+            channels, h, w = out_channels, (h + 1) // 2, (w + 1) // 2  # ceil(side / 2)
+        self.convs = nn.Sequential(*layers)
+        self.conv_out_shape = (channels, h, w)
+        self.linear = nn.Linear(channels * h * w, out_size)
+        nn.init.orthogonal_(self.linear.weight, gain=math.sqrt(2.0))
+        nn.init.zeros_(self.linear.bias)
+
+    def scaled(self, flat: torch.Tensor) -> torch.Tensor:
+        """(B, H*W*C) raw flat images in the environment's layout -> (B, C, H, W) in [0, 1]."""
+        h, w, c = self.shape
+        if self.channels_first:
+            image = flat.reshape(-1, c, h, w)
+        else:
+            image = flat.reshape(-1, h, w, c).permute(0, 3, 1, 2)  # (B, C, H, W)
+        return (image - self.low) * self.scale
+
+    def forward(self, flat: torch.Tensor) -> torch.Tensor:
+        """(B, H*W*C) raw flat images -> (B, out_size) features."""
+        x = self.convs(self.scaled(flat))  # (B, channels, h, w)
+        return torch.relu(self.linear(x.flatten(1)))
 
 
 class AgentMLPs(nn.Module):

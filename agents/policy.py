@@ -118,7 +118,8 @@ class STEPPolicy(Policy):
         (the set form of E, :class:`agents.networks.NLevelPolicy`), so position p + 1 reads
         exactly its superiors. With values, the critics' flat STMG inputs are kept up to date
         too. When every row has the same order (a fixed order), agents are plain ints: column
-        slices instead of gathers. Runs without autograd (it writes tensors in place).
+        slices instead of gathers. Runs without autograd (it writes tensors in place). Image
+        games encode every participating agent's image once, before the chain.
         """
         spec, n, model = self.spec, self.spec.n_agents, self.model
         actor = model.actor
@@ -132,7 +133,11 @@ class STEPPolicy(Policy):
         steps, n_all = int(n_part.max()), int(n_part.min())  # anyone / everyone takes part
         fixed = bool((order == order[0]).all())
         agents_at = order[0].tolist() if fixed else None
-        d, slot = spec.obs_dim, spec.slot_size
+        slot = spec.slot_size
+        d = model.feature_size
+        cells = participating > 0.5
+        critic_obs = model.encode(obs, cells, critic=True) if with_value else None  # (B, n, d)
+        obs = model.encode(obs, cells)  # (B, n, d): vector games, obs itself
         generated = model.generated()  # the same for every position: compute it once
         code_part = actor.code_part()
         pooled = obs.new_zeros(batch, actor.state_embedding.in_features - d)  # sum of phi
@@ -155,7 +160,8 @@ class STEPPolicy(Policy):
             v = None
             if state_in is not None:
                 assert agent is not None
-                state_in[:, :d] = own
+                assert critic_obs is not None  # encoded above when with_value
+                state_in[:, :d] = critic_obs[sel]
                 parts = [state_in, F.one_hot(torch.full_like(agent, p), n).float(),
                          F.one_hot(agent, n).float()]
                 if spec.state_dim:
@@ -186,10 +192,10 @@ class STEPPolicy(Policy):
         if rows.numel() == 0:
             return res
         pos_of = position_of(order)
-        act_enc = obs.new_zeros(rows.numel(), spec.n_agents, spec.slot_size)  # unused by baselines
-        inputs = model.inputs(obs=obs[rows], act_enc=act_enc, alive=participating[rows],
-                              pos_of=pos_of[rows], agent=agent, priority=pos_of[rows, agent],
-                              state=None if state is None else state[rows])
+        act_enc = obs.new_zeros(obs.shape[0], spec.n_agents, spec.slot_size)  # unused by baselines
+        inputs = model.pair_inputs(obs=obs, act_enc=act_enc, alive=participating, pos_of=pos_of,
+                                   row=rows, agent=agent, priority=pos_of[rows, agent], state=state,
+                                   with_value=with_value)
         dist, v = model.heads(inputs, agent=agent, priority=pos_of[rows, agent], with_value=with_value)
         a = dist.mode() if greedy else dist.sample()
         if spec.action_kind == "box":
@@ -237,9 +243,8 @@ class STEPPolicy(Policy):
             return res
         pos_of = position_of(order)
         priority = pos_of[rows, agent]
-        inputs = model.inputs(obs=obs[rows], act_enc=encode_joint_action(spec, act[rows]),
-                              alive=alive[rows], pos_of=pos_of[rows], agent=agent, priority=priority,
-                              state=None if state is None else state[rows])
+        inputs = model.pair_inputs(obs=obs, act_enc=encode_joint_action(spec, act), alive=alive,
+                                   pos_of=pos_of, row=rows, agent=agent, priority=priority, state=state)
         dist, v = model.heads(inputs, agent=agent, priority=priority)
         self._record(res, dist, act[rows, agent], v, (rows, agent), None)
         return res

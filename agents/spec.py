@@ -7,6 +7,7 @@ description and a checkpoint can say exactly which shape does not match.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -45,11 +46,26 @@ class JointSpec:
     distinct_observations: bool = False
     """Whether the agents' base observation spaces differ (padded rows then mean different
     things per agent, so the shared STEP policy also reads the agent's identity)."""
+    image_shape: tuple[int, int, int] | None = None
+    """(H, W, C) of every agent's image observation in an image game (see
+    :func:`image_layout`); None for games of vector observations."""
+    image_channels_first: bool = False
+    """Image games: whether the environment's images are (C, H, W) instead of (H, W, C) (the
+    flat observation is the image in the environment's layout)."""
+    image_low: float = 0.0
+    """Image games: the lower bound of every pixel value (the encoder maps it to 0)."""
+    image_high: float = 1.0
+    """Image games: the upper bound of every pixel value (the encoder maps it to 1)."""
 
     @property
     def n_agents(self) -> int:
         """Number of agents."""
         return len(self.possible_agents)
+
+    @property
+    def is_image(self) -> bool:
+        """Whether the agents observe images (the networks read them through a CNN encoder)."""
+        return self.image_shape is not None
 
     @property
     def max_action_size(self) -> int:
@@ -79,6 +95,8 @@ class JointSpec:
             "slot_size": self.slot_size,
             "state_dim": self.state_dim,
             "distinct_observations": self.distinct_observations,
+            "image_shape": None if self.image_shape is None else list(self.image_shape),
+            "image_channels_first": self.image_channels_first,
         }
 
     def env_action(self, agent_index: int, raw: Any) -> Any:
@@ -112,6 +130,10 @@ class JointSpec:
             "slot_size": encoder.slot_size, "state_dim": int(state_dim),
             "distinct_observations": distinct,
         }
+        image = image_layout(encoder.base_spaces)
+        if image is not None:
+            common.update(image_shape=image.shape, image_channels_first=image.channels_first,
+                          image_low=image.low, image_high=image.high)
         if all(isinstance(s, spaces.Discrete) for s in action_spaces):
             return cls(
                 action_kind="discrete",
@@ -138,8 +160,11 @@ class UnsupportedSpaceError(TypeError):
 SUPPORTED_SPACES = (
     "the learners support: every agent with a Discrete action space (sizes may differ), or every "
     "agent with a float Box action space (shapes may differ); observations that flatten to "
-    "vectors (Box of any shape, Discrete, MultiDiscrete, MultiBinary, Dict/Tuple of these). "
-    "Not supported: MultiDiscrete, MultiBinary, Dict or Tuple actions, integer Box actions, and "
+    "vectors (Box of 1 or 2 dimensions, Discrete, MultiDiscrete, MultiBinary, Dict/Tuple of "
+    "these), or images: every agent a 3-D Box of one common shape, (H, W, C) or (C, H, W), "
+    "with finite bounds that are the same for every pixel (read by a convolutional encoder; "
+    "not with MADDPG). Not supported: mixed image and vector observations, images of "
+    "different shapes, MultiDiscrete, MultiBinary, Dict or Tuple actions, integer Box actions, and "
     "a mix of Discrete and Box actions across agents (stmg.wrap itself accepts them; a learner "
     "for them is still to come)"
 )
@@ -155,11 +180,70 @@ def check_supported_spaces(encoder: stmg.STMGEncoder) -> None:
     if not (discrete or float_box):
         found = {a: str(s) for a, s in action_spaces.items()}
         raise UnsupportedSpaceError(f"unsupported action spaces {found}; {SUPPORTED_SPACES}")
-    images = {a: str(s) for a, s in encoder.base_spaces.items()
-              if isinstance(s, spaces.Box) and len(s.shape) == 3}
-    if images:
+    image_layout(encoder.base_spaces)  # raises for images it cannot read
+
+
+@dataclass(frozen=True)
+class ImageLayout:
+    """How the learner reads the image observations of a game (:func:`image_layout`)."""
+
+    shape: tuple[int, int, int]
+    """(H, W, C)."""
+    channels_first: bool
+    """Whether the environment's images are (C, H, W)."""
+    low: float
+    """Lower bound of every pixel value."""
+    high: float
+    """Upper bound of every pixel value."""
+
+
+def _is_image(space: spaces.Space[Any]) -> bool:
+    return type(space) is spaces.Box and len(space.shape) == 3
+
+
+def image_layout(base_spaces: Mapping[str, spaces.Space[Any]]) -> ImageLayout | None:
+    """The image layout of a game whose agents all observe images, None if none does.
+
+    An observation is an image when it is a 3-D Box. Channels: PettingZoo's images are
+    channels last, (H, W, C); a shape is read as channels first, (C, H, W), only when its
+    first dimension is strictly smaller than the other two and the last is not (e.g.
+    (3, 64, 64)); every other shape, ties included ((4, 4, 4)), is channels last.
+
+    Raises:
+        UnsupportedSpaceError: when some agents observe images and others do not, when the
+            images' shapes differ, when a shape is neither layout (its middle dimension is
+            the smallest), or when the bounds are not finite and the same for every pixel.
+    """
+    images = {a: s for a, s in base_spaces.items() if _is_image(s)}
+    if not images:
+        return None
+    if len(images) != len(base_spaces):
+        found = {a: str(s) for a, s in base_spaces.items()}
         raise UnsupportedSpaceError(
-            f"image observations {images} are not supported yet: the learners' networks are "
-            "MLPs on flat vectors (a convolutional encoder is still to come); flatten or "
-            "downsample the observations with a wrapper (e.g. supersuit's resize_v1 and "
-            f"flatten_v0) first; {SUPPORTED_SPACES}")
+            f"mixed image and vector observations {found}: either every agent observes an "
+            f"image of one shape or none does; {SUPPORTED_SPACES}")
+    shapes = {a: tuple(int(d) for d in s.shape or ()) for a, s in images.items()}
+    if len(set(shapes.values())) > 1:
+        raise UnsupportedSpaceError(
+            f"image observations of different shapes {shapes}: the agents share one "
+            f"convolutional encoder, so their images must have one shape (resize them, e.g. "
+            f"with supersuit's resize_v1); {SUPPORTED_SPACES}")
+    a, b, c = next(iter(shapes.values()))
+    if c <= a and c <= b:
+        shape, channels_first = (a, b, c), False
+    elif a < b and a < c:
+        shape, channels_first = (b, c, a), True
+    else:
+        raise UnsupportedSpaceError(
+            f"image shape {(a, b, c)}: the channels must be the first or the last dimension, "
+            "the smallest of the three (HWC or CHW)")
+    lows = {float(x) for s in images.values() for x in np.unique(s.low)}  # type: ignore[attr-defined]
+    highs = {float(x) for s in images.values() for x in np.unique(s.high)}  # type: ignore[attr-defined]
+    low, high = min(lows), max(highs)
+    if len(lows) > 1 or len(highs) > 1 or not (np.isfinite(low) and np.isfinite(high)) or high <= low:
+        bounds = {a: f"low in {sorted({float(x) for x in np.unique(s.low)})[:4]}, high in "  # type: ignore[attr-defined]
+                     f"{sorted({float(x) for x in np.unique(s.high)})[:4]}" for a, s in images.items()}  # type: ignore[attr-defined]
+        raise UnsupportedSpaceError(
+            f"image observations need finite bounds low < high, the same for every pixel and "
+            f"agent (the encoder scales pixels to [0, 1] with them); found {bounds}")
+    return ImageLayout(shape=shape, channels_first=channels_first, low=low, high=high)

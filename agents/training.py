@@ -68,13 +68,25 @@ def build_learner(*, spec: JointSpec, config: STEPConfig, env: JointStepEnv | No
 
 def critics_read_state(config: STEPConfig, env: ParallelEnv) -> bool:
     """Whether the learner's critics read ``env``'s global state (``config.critic_state``):
-    the adapter then carries it. IPPO's independent critics never do."""
+    the adapter then carries it. IPPO's independent critics never do.
+
+    A state that is an image (a 3-D Box, as pistonball's 560x880x3 screen) is left out by
+    ``"auto"`` and refused by ``"always"``: the critics would read it as a flat vector, and
+    a flat screen costs an MLP of millions of weights per critic (the critics of image games
+    read the agents' image features instead)."""
     if config.critic_state == "never" or config.variant is Variant.IPPO:
         return False
     available = has_state(env)
     if config.critic_state == "always" and not available:
         raise ValueError(f"critic_state='always' needs env.state() and a Box env.state_space, "
                          f"which {type(env).__name__} does not provide; use 'auto' or 'never'")
+    state_shape = tuple(getattr(getattr(env, "state_space", None), "shape", None) or ())
+    if available and len(state_shape) == 3:
+        if config.critic_state == "always":
+            raise ValueError(f"critic_state='always': {type(env).__name__}'s state is an image of "
+                             f"shape {state_shape}, which the critics cannot read (they read flat "
+                             "states); use 'auto' (which leaves it out) or 'never'")
+        return False
     return available
 
 

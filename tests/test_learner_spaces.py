@@ -54,10 +54,25 @@ def test_mixed_discrete_and_box_actions_are_rejected() -> None:
         JointStepEnv(env=ShapedEnv([spaces.Discrete(3), spaces.Box(-1, 1, (1,), np.float32)], [BOX2, BOX2]))
 
 
-def test_image_observations_are_rejected_with_what_to_do() -> None:
-    image = spaces.Box(0, 255, (8, 8, 3), np.uint8)
-    with pytest.raises(UnsupportedSpaceError, match="image observations.*not supported yet.*flatten"):
-        JointStepEnv(env=ShapedEnv([spaces.Discrete(2), spaces.Discrete(2)], [image, image]))
+IMAGE = spaces.Box(0, 255, (8, 8, 3), np.uint8)
+
+
+@pytest.mark.parametrize(("obs_spaces", "message"), [
+    ([IMAGE, BOX2], r"mixed image and vector observations.*agent_1.*either every agent"),
+    ([IMAGE, spaces.Box(0, 255, (9, 8, 3), np.uint8)],
+     r"image observations of different shapes.*\(8, 8, 3\).*\(9, 8, 3\).*resize"),
+    ([spaces.Box(0, 255, (8, 3, 8), np.uint8)] * 2, r"image shape \(8, 3, 8\).*first or the last"),
+    ([spaces.Box(-np.inf, np.inf, (8, 8, 3), np.float32)] * 2, r"finite bounds.*-inf"),
+    ([IMAGE, spaces.Box(0, 1, (8, 8, 3), np.float32)], r"the same for every pixel and agent"),
+])
+def test_images_the_encoder_cannot_read_are_rejected(obs_spaces: list[spaces.Space[Any]], message: str) -> None:
+    with pytest.raises(UnsupportedSpaceError, match=message):
+        JointStepEnv(env=ShapedEnv([spaces.Discrete(2), spaces.Discrete(2)], obs_spaces))
+
+
+def test_image_observations_are_accepted() -> None:
+    spec = JointStepEnv(env=ShapedEnv([spaces.Discrete(2), spaces.Discrete(2)], [IMAGE, IMAGE])).joint_spec
+    assert spec.image_shape == (8, 8, 3) and spec.obs_dim == 192 and not spec.distinct_observations
 
 
 def test_discrete_actions_of_different_sizes_train() -> None:
