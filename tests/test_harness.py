@@ -199,7 +199,7 @@ def test_presets_follow_the_env_family_and_options_override_them(tmp_path: Path)
     for s in specs:
         assert s.config["gamma"] == 0.0  # STEPConfig.matrix_games()
         assert s.config["entropy"] == 0.2 and s.config["advantage_normalization"] is False
-    assert specs[2].config["variant"] == "mappo"
+    assert specs[1].config["variant"] == "mappo" and specs[3].config["variant"] == "mappo"
     _, specs = parse_train_args(["--env", "tests.test_harness:SpeedEnv", "--steps", "1000", "--out",
                                  str(tmp_path), "--algo", "maddpg"])
     assert specs[0].config["gamma"] == 0.99 and specs[0].config["tau"] == 0.01

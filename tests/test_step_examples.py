@@ -77,11 +77,14 @@ def test_train_matrix_three_agents_from_file(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_step_finds_the_se_on_penalty() -> None:
+    """20 seeds never used for tuning (1000-1019). Measured rate with the preset: 139/140 on
+    seeds 0-39 and 100-199 (docs/RESULTS.md), so 20 trials expect 19.9 with a std of 0.4;
+    the threshold 18 is about 5 std below, and a rate of 97% would still pass in 98% of runs."""
     module = _load("examples/train_matrix.py")
     summary = module.main(["--algo", "step", "--game", "penalty", "--k", "-100", "--steps", "10000",
-                           "--trials", "10", "--workers", "2"])
+                           "--trials", "20", "--seed", "1000", "--workers", "2"])
     hits = sum(t["is_se"] for t in summary["trials"])
-    assert hits >= 9, f"STEP found the SE in only {hits}/10 trials: {summary['trials']}"
+    assert hits >= 18, f"STEP found the SE in only {hits}/20 trials: {summary['trials']}"
 
 
 def test_wrapper_demo_plays_the_equilibrium() -> None:
