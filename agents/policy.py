@@ -140,7 +140,7 @@ class STEPPolicy(Policy):
         obs = model.encode(obs, cells)  # (B, n, d): vector games, obs itself
         generated = model.generated()  # the same for every position: compute it once
         code_part = actor.code_part()
-        pooled = obs.new_zeros(batch, actor.state_embedding.in_features - d)  # sum of phi
+        pooled = obs.new_zeros(batch, actor.action_encoder.out_features)  # sum of phi, (B, hidden)
         state_in = obs.new_zeros(batch, d + n * slot + n) if with_value else None
         for p in range(steps):
             active = None if p < n_all else p < n_part  # None: every row takes part

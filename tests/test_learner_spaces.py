@@ -101,6 +101,10 @@ def test_distinct_observation_spaces_give_the_shared_policy_the_agents_identity(
                                   pos_of=position_of(order), agent=torch.tensor([0, 1]),
                                   priority=torch.tensor([0, 0]))
     assert not torch.equal(inputs.actor[0], inputs.actor[1])
+    # It trains and plays (the priority chain feeds E the code too).
+    make = lambda: ShapedEnv([spaces.Discrete(3)] * 2, [spaces.Box(0, 9, (1,)), BOX2])  # noqa: E731
+    trained = train(make, config=STEPConfig(n_envs=2, steps_per_collect=20, epochs=1), total_steps=40, seed=0)
+    assert len(play_greedy(trained.model, make(), mode="communicated", max_steps=2)) == 2
     # The parameter count still does not grow with the number of agents.
     same_learner = build_learner(spec=same.joint_spec, config=STEPConfig(), env=same)
     extra = sum(p.numel() for p in actor.parameters()) - sum(p.numel() for p in same_learner.model.actor.parameters())
