@@ -216,7 +216,7 @@ class STEPAlgorithm(OnPolicyAlgorithm[STEPPolicy]):
                     next_value[rows_t] = torch.where(replace, sampled, next_value[rows_t])
         rew = np.asarray(batch.rew, np.float64).reshape(alive_np.shape)
         if self.return_stats is not None:
-            rew = self._scale_rewards(rew, buffer, indices, episode_end, alive_np)
+            rew = self._scale_rewards(rew, next_pos, alive_np)
         adv, ret = per_agent_gae(
             rew=rew, value=value.numpy().astype(np.float64),
             next_value=next_value.numpy().astype(np.float64), alive=alive_np,
@@ -254,12 +254,12 @@ class STEPAlgorithm(OnPolicyAlgorithm[STEPPolicy]):
         self._add_env_steps(n_rows)
         return batch
 
-    def _scale_rewards(self, rew: np.ndarray, buffer: ReplayBuffer, indices: np.ndarray,
-                       episode_end: np.ndarray, alive: np.ndarray) -> np.ndarray:
+    def _scale_rewards(self, rew: np.ndarray, next_pos: np.ndarray, alive: np.ndarray) -> np.ndarray:
         """Rewards divided by the running std of each agent's discounted return, accumulated
-        forward in time within the batch (``reward_scaling``)."""
+        forward in time within the batch (``reward_scaling``); ``next_pos`` as in
+        :func:`_next_positions`."""
         assert self.return_stats is not None  # internal: only called with reward scaling
-        prev_pos = _previous_positions(buffer, indices, episode_end)
+        prev_pos = _previous_positions(next_pos)
         discounted = forward_discounted_returns(rew, prev_pos, self.config.gamma)
         row, agent = np.nonzero(alive)
         agent_t = torch.as_tensor(agent)
@@ -450,12 +450,12 @@ def _next_positions(buffer: ReplayBuffer, indices: np.ndarray, episode_end: np.n
     return out
 
 
-def _previous_positions(buffer: ReplayBuffer, indices: np.ndarray, episode_end: np.ndarray) -> np.ndarray:
-    """For each row, the batch position of the previous time step of the same episode, or -1."""
-    following = _next_positions(buffer, indices, episode_end)
-    prev = np.full(len(indices), -1, dtype=np.int64)
-    has_next = following >= 0
-    prev[following[has_next]] = np.flatnonzero(has_next)
+def _previous_positions(next_pos: np.ndarray) -> np.ndarray:
+    """For each row, the batch position of the previous time step of the same episode, or -1
+    (the inverse of ``next_pos``, :func:`_next_positions`)."""
+    prev = np.full(len(next_pos), -1, dtype=np.int64)
+    has_next = next_pos >= 0
+    prev[next_pos[has_next]] = np.flatnonzero(has_next)
     return prev
 
 
