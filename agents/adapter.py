@@ -241,13 +241,8 @@ class JointStepEnv(gym.Env[np.ndarray, np.ndarray]):
             raise RuntimeError("step() called after the episode ended; call reset() first")
         action = np.asarray(action)
         order = list(game.current_order)
-        for agent in order:
-            if game.agent_selection != agent:  # the wrapper's contract; fail loudly if broken
-                raise RuntimeError(
-                    f"stmg selected {game.agent_selection!r} but the time step's order {order} "
-                    f"expects {agent!r}"
-                )
-            game.step(self._agent_action(index[agent], action))
+        # The policy chose every action already, in priority order: one call plays the time step.
+        game.step_time_step({agent: self._agent_action(index[agent], action) for agent in order})
         n = spec.n_agents
         reward = np.zeros(n, np.float64)
         flags = np.zeros((n, 3), bool)

@@ -9,10 +9,12 @@ greedy evaluation; see ``--help`` for every option.
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Sequence
 
 from runner.cli import parse_train_args
+from runner.journal import Interrupted
 from runner.launch import LaunchError, launch
 from runner.run import RunError, RunResult
 
@@ -28,10 +30,10 @@ def main(argv: Sequence[str] | None = None) -> list[RunResult]:
     except (LaunchError, RunError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: every finished evaluation is in {args.out}/curves.csv; run the same command "
+    except (KeyboardInterrupt, Interrupted) as exc:
+        print(f"\n{exc or 'interrupted'}: every finished evaluation is in {args.out}/curves.csv; run the same command "
               "with --resume to continue from the last checkpoints", file=sys.stderr)
-        raise SystemExit(130) from None
+        raise SystemExit(128 + getattr(exc, "signum", signal.SIGINT)) from None
     for r in results:
         shown = "n/a" if r.eval_return is None else f"{r.eval_return:.3f}"
         print(f"{r.algo:7s} seed {r.seed}: {r.env_steps} steps, last eval_return {shown}  ({r.run_dir})")

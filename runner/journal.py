@@ -207,8 +207,10 @@ class TrialJournal:
 
 
 @contextlib.contextmanager
-def _signals_interrupt() -> Iterator[None]:
-    """Turn SIGINT and SIGTERM into :class:`Interrupted` in this (the main) thread."""
+def signals_interrupt() -> Iterator[None]:
+    """Turn SIGINT and SIGTERM into :class:`Interrupted` in this (the main) thread, so that a
+    ``kill`` stops a script as cleanly as Ctrl-C (the default SIGTERM action would leave its
+    pool workers running on, orphaned)."""
     if threading.current_thread() is not threading.main_thread():
         yield  # signal handlers can only be set from the main thread
         return
@@ -224,7 +226,8 @@ def _signals_interrupt() -> Iterator[None]:
             signal.signal(s, old)
 
 
-def _worker_init() -> None:
+def worker_ignores_interrupts() -> None:
+    """Initializer of pool workers: SIGINT is ignored, SIGTERM kills the worker outright."""
     # Ctrl-C reaches the whole process group; only the parent acts on it (it kills the
     # workers). SIGTERM must kill a worker outright, not run the parent's handler it inherited.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -271,14 +274,14 @@ def run_trials(
     progress = tqdm(total=len(jobs), initial=len(jobs) - len(pending), desc=desc)
     pool = None
     try:
-        with _signals_interrupt():
+        with signals_interrupt():
             if workers == 1 or len(pending) <= 1:
                 # In this process an exception keeps its own type and traceback.
                 results: Iterator[tuple[str, dict[str, Any] | None, str]] = (
                     (key, fn(job), "") for key, job in pending
                 )
             else:
-                pool = multiprocessing.Pool(min(workers, len(pending)), initializer=_worker_init)
+                pool = multiprocessing.Pool(min(workers, len(pending)), initializer=worker_ignores_interrupts)
                 results = pool.imap_unordered(_call, [(fn, key, job) for key, job in pending])
             for key, record, error in results:
                 if record is None:

@@ -21,6 +21,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from runner.journal import signals_interrupt, worker_ignores_interrupts
 from runner.run import RunResult, RunSpec, run_one
 
 MARKER = ".stmg-harness"
@@ -55,35 +56,55 @@ def launch(specs: Sequence[RunSpec], out: Path | str, *, workers: int = 2, ray_a
                            subprocess_envs=subprocess_envs)
     if workers == 1 or len(specs) == 1:
         results: list[RunResult | BaseException] = []
-        for spec in specs:
-            try:
-                results.append(run_one(spec, out, resume=resume, show_progress=show_progress,
-                                       subprocess_envs=subprocess_envs))
-            except Exception as exc:  # report it with the others; keep going
-                results.append(exc)
+        with signals_interrupt():  # SIGTERM unwinds like Ctrl-C: the run closes its envs
+            for spec in specs:
+                try:
+                    results.append(run_one(spec, out, resume=resume, show_progress=show_progress,
+                                           subprocess_envs=subprocess_envs))
+                except Exception as exc:  # report it with the others; keep going
+                    results.append(exc)
         return _collect(specs, results)
     slots = min(workers, len(specs))
     # spawn: a clean interpreter per worker (forking a process that has torch's thread pools
-    # and Tianshou loaded is fragile).
-    with ProcessPoolExecutor(max_workers=slots, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures: list[Future[RunResult]] = [
-            pool.submit(run_one, spec, out, resume=resume, show_progress=show_progress, position=i % slots,
-                        subprocess_envs=subprocess_envs)
-            for i, spec in enumerate(specs)
-        ]
-        results = []
-        try:
+    # and Tianshou loaded is fragile). Workers ignore Ctrl-C and die on SIGTERM; the parent
+    # turns both into Interrupted and kills them, so that none outlives the launch and keeps
+    # writing to OUT.
+    pool = ProcessPoolExecutor(max_workers=slots, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=worker_ignores_interrupts)
+    try:
+        with signals_interrupt():
+            futures: list[Future[RunResult]] = [
+                pool.submit(run_one, spec, out, resume=resume, show_progress=show_progress, position=i % slots,
+                            subprocess_envs=subprocess_envs)
+                for i, spec in enumerate(specs)
+            ]
+            results = []
             for future in futures:
                 try:
                     results.append(future.result())
                 except Exception as exc:
                     results.append(exc)
-        except KeyboardInterrupt:
-            # Runs not yet started never start; the running ones received the interrupt too
-            # (same terminal) and stop at once: their finished evaluations are on disk.
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
+    except BaseException:
+        # Runs not yet started never start; the running ones are killed: their finished
+        # evaluations and checkpoints are on disk for --resume.
+        _kill_workers(pool)
+        raise
+    pool.shutdown(wait=True)
     return _collect(specs, results)
+
+
+def _kill_workers(pool: ProcessPoolExecutor) -> None:
+    """Cancel the runs not started and terminate the worker processes, then wait for them.
+
+    ``ProcessPoolExecutor`` has no public way to stop running work before Python 3.14
+    (``terminate_workers``); its process table is the only handle on the workers."""
+    processes = list(getattr(pool, "_processes", {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    for process in processes:
+        process.join(timeout=10)
 
 
 def _collect(specs: Sequence[RunSpec], results: Sequence[RunResult | BaseException]) -> list[RunResult]:

@@ -292,6 +292,52 @@ class STMGEnv(AECEnv):  # type: ignore[misc]
             return
         self._close_time_step()
 
+    def step_time_step(self, actions: Mapping[str, Any]) -> None:
+        """Play the rest of a whole time step at once: exactly what ``step(actions[a])`` for each
+        agent ``a`` of ``current_order`` in turn would do, with fewer Python round trips.
+
+        For learners that choose the joint action themselves, already in priority order (each
+        agent's action chosen after its superiors'), and so need no observation between the
+        agents' turns. It must be called at the start of a time step, after the agents that
+        died in the last one were stepped with ``None``; ``actions`` holds an action for every
+        agent of ``current_order`` (extra keys are an error). Every action is checked before
+        anything changes: a rejected call raises ``ValueError`` and leaves the wrapper as it was.
+        """
+        if self._halted is not None:
+            raise RuntimeError(f"step_time_step() refused: {self._halted}; call reset() to start a new episode")
+        if not self._ready:
+            raise RuntimeError("step_time_step() called before reset(); call reset() first")
+        if not self.agents:
+            raise RuntimeError("step_time_step() called but no agent is left; call reset() to start a new episode")
+        order = self.current_order
+        if self._position != 0 or not order or self.agent_selection != order[0]:
+            raise RuntimeError(
+                f"step_time_step() must start a time step: {self.agent_selection!r} is selected "
+                f"(position {self._position} of {order}); step the agents that are done with "
+                "None first, and do not mix it with step() within one time step"
+            )
+        if len(actions) != len(order) or any(a not in actions for a in order):
+            raise ValueError(
+                f"step_time_step() needs one action for each agent of this time step's order "
+                f"{order}; got actions for {list(actions)}"
+            )
+        encoder, table = self.encoder, self._table
+        for agent in order:
+            encoder.validate_action(agent, actions[agent])
+        cumulative, codecs, index = self._cumulative_rewards, encoder.codecs, encoder.index
+        for agent in order:
+            action = actions[agent]
+            cumulative[agent] = 0.0
+            self.prior_actions[agent] = action
+            k = index[agent]
+            codecs[agent].encode(action, table[k])
+            self._mask[k] = 1.0
+        if len(order) > 1:  # step() clears the rewards on every turn that does not close the step
+            self._clear_rewards()
+        self._position = len(order)
+        self.agent_selection = order[-1]  # where step() would stand when the step closes
+        self._close_time_step()
+
     def _close_time_step(self) -> None:
         # The wrapped env steps once; whatever fails from here on stops the episode (_halt),
         # so no later step() can send this time step's actions again. One try block instead

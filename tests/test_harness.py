@@ -469,3 +469,40 @@ def test_failed_runs_are_listed(tmp_path: Path) -> None:
     with pytest.raises(LaunchError, match="1 of 1 runs failed:\n  matrix/penalty-v0\\[episode_length=5\\] step seed 0: "
                                           "RunError: .* already holds a run"):
         launch([spec], tmp_path, workers=1, show_progress=False)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc to find the workers")
+def test_sigterm_to_train_py_stops_its_worker_processes(tmp_path: Path) -> None:
+    """``kill PID`` reaches the main process only; its pool workers must not run on, orphaned,
+    appending rows to curves.csv (a later --resume would then share the directory with them)."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from tests.test_scripts_resume import alive, children
+
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "NUMBA_DISABLE_JIT": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "examples/train.py"), "--env", "matrix/penalty-v0", "--algo", "step",
+         "--seeds", "0", "1", "--steps", "400000", "--eval-every", "100", "--eval-episodes", "1",
+         "--n-envs", "2", "--steps-per-collect", "100", "--workers", "2", "--no-progress", "--out", str(out)],
+        cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    curves = out / "curves.csv"
+    deadline = time.monotonic() + 240
+    while not (curves.exists() and {r["seed"] for r in _rows(out)} == {"0", "1"}):  # both workers train
+        assert proc.poll() is None, f"the launch ended early: {proc.communicate()}"
+        assert time.monotonic() < deadline, "the workers did not start in time"
+        time.sleep(0.05)
+    workers = children(proc.pid)
+    assert workers, "no worker processes found"
+    os.kill(proc.pid, signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    assert "--resume" in stderr, stderr
+    time.sleep(0.5)
+    assert not [p for p in workers if alive(p)], "worker processes outlived the launch"
+    rows = len(_rows(out))
+    time.sleep(1.0)
+    assert len(_rows(out)) == rows, "curves.csv still grows after the launch was stopped"

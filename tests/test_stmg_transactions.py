@@ -226,8 +226,8 @@ def test_reset_returning_unknown_agents_is_rejected() -> None:
 
 # Valid steps dominate so that time steps close; every other kind of call comes up often.
 CALLS = st.sampled_from(
-    ["valid"] * 12 + ["bad_action", "bad_action", "none_for_living", "arm_order", "arm_env_raise",
-                      "arm_env_unknown_name", "reset"]
+    ["valid"] * 12 + ["whole_step"] * 3 + ["bad_action", "bad_action", "none_for_living", "arm_order",
+                                           "arm_env_raise", "arm_env_unknown_name", "reset"]
 )
 
 
@@ -265,6 +265,21 @@ def test_random_call_sequences_never_step_the_env_twice(calls: list[str], deaths
         if halted or not game.agents:
             with pytest.raises(RuntimeError, match=r"call reset\(\)"):
                 game.step(None if dead else VALID.get(agent, 0))
+        elif call == "whole_step":  # step_time_step: only at the start of a time step
+            if dead or game.current_order.index(agent) != 0:
+                with pytest.raises(RuntimeError, match="must start a time step"):
+                    game.step_time_step({a: VALID[a] for a in game.current_order})
+            else:
+                if base.fault or order.armed:
+                    with pytest.raises((ZeroDivisionError, OSError, ValueError)):
+                        game.step_time_step({a: VALID[a] for a in game.current_order})
+                    halted = True
+                    stopped_episodes += 1
+                else:
+                    game.step_time_step({a: VALID[a] for a in game.current_order})
+                closed += 1
+                assert base.step_calls == closed
+                continue
         elif call == "valid":
             closes = not dead and game.current_order.index(agent) == len(game.current_order) - 1
             order_armed, env_fault = order.armed, base.fault
