@@ -25,10 +25,8 @@ Entry points: :func:`train_maddpg` returns a :class:`MADDPGLearner` with
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import random
-from collections.abc import Callable, Iterator, Sequence
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -45,18 +43,20 @@ from tianshou.algorithm.algorithm_base import (
 )
 from tianshou.algorithm.optim import AdamOptimizerFactory
 from tianshou.data import Batch, Collector, VectorReplayBuffer
-from tianshou.env import DummyVectorEnv
+from tianshou.env import DummyVectorEnv, SubprocVectorEnv
 from tianshou.trainer import OffPolicyTrainerParams
 from torch import nn
 
 from agents.adapter import ALIVE, EXTRA_COLUMNS, JointStepEnv, unpack_info
 from agents.spec import JointSpec, UnsupportedSpaceError
+from agents.training import mean_over_agents, seed_everything
 
 __all__ = [
     "MADDPG",
     "MADDPGConfig",
     "MADDPGLearner",
     "MADDPGPolicy",
+    "MADDPGTrainingSession",
     "MADDPGTrainingStats",
     "build_maddpg",
     "gumbel_softmax_st",
@@ -326,13 +326,6 @@ class MADDPGLearner:
         return tuple(int(np.argmax(probs[k, :size])) for k, size in enumerate(self.spec.action_sizes))
 
 
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch so that a run is reproducible."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 def build_maddpg(*, env: JointStepEnv, config: MADDPGConfig) -> MADDPGLearner:
     """Actors, critics and optimisers for the game that ``env`` plays (weights from torch's RNG)."""
     spec = env.joint_spec
@@ -341,6 +334,109 @@ def build_maddpg(*, env: JointStepEnv, config: MADDPGConfig) -> MADDPGLearner:
     algorithm = MADDPG(policy=policy, config=config)
     first_obs, _ = env.reset(seed=0)
     return MADDPGLearner(spec=spec, config=config, policy=policy, algorithm=algorithm, first_obs=first_obs)
+
+
+class MADDPGTrainingSession:
+    """MADDPG with its vector env, replay buffer and collector, trained in chunks of
+    environment steps (Tianshou's off-policy trainer), as :class:`agents.training.TrainingSession`
+    is for the PPO family.
+
+    The first chunk starts with ``config.warmup_steps`` uniformly random steps, which must fit
+    in it: the action spaces that draw them are seeded when the envs are built, so a run resumed
+    from a checkpoint could not draw the same ones in a later chunk.
+
+    Args:
+        env_fn: makes a fresh PettingZoo ParallelEnv (one per vector-env worker).
+        config: hyperparameters.
+        total_steps: joint environment steps of the whole run, warm-up included.
+        seed: seeds Python, NumPy, torch, the environments and their action spaces.
+        order: priority order for :func:`stmg.wrap` (MADDPG's actors ignore it; it only decides
+            the order in which the adapter hands the actions to the wrapper).
+        observation: ``"own"`` or ``"state"`` base observations.
+        subprocess: use ``SubprocVectorEnv`` instead of ``DummyVectorEnv``.
+    """
+
+    def __init__(self, env_fn: Callable[[], ParallelEnv], *, config: MADDPGConfig, total_steps: int, seed: int,
+                 order: Sequence[str] | None = None, observation: str = "own", subprocess: bool = False) -> None:
+        if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps <= config.warmup_steps:
+            raise ValueError(f"total_steps={total_steps!r} must be an integer larger than MADDPG's "
+                             f"warmup_steps={config.warmup_steps}")
+        seed_everything(seed)
+        if config.torch_threads is not None:
+            torch.set_num_threads(config.torch_threads)
+        self.config = config
+
+        def make(index: int) -> Callable[[], JointStepEnv]:
+            def factory() -> JointStepEnv:
+                env = JointStepEnv(env=env_fn(), order=order, observation=observation)
+                env.action_space.seed(seed * 1000 + index)  # the warm-up samples from it
+                return env
+            return factory
+
+        probe = make(0)()
+        self.learner: MADDPGLearner = build_maddpg(env=probe, config=config)
+        venv_cls = SubprocVectorEnv if subprocess else DummyVectorEnv
+        self.venv = venv_cls([make(i) for i in range(config.n_envs)])
+        self.venv.seed([seed * 1000 + i for i in range(config.n_envs)])
+        self.buffer = VectorReplayBuffer(config.buffer_size, config.n_envs)
+        self.collector: Collector[Any] = Collector(self.learner.policy, self.venv, self.buffer)
+        self.collector.reset()
+        self.warmup_done = config.warmup_steps == 0
+
+    @property
+    def steps_per_chunk_unit(self) -> int:
+        """Environment steps one collect really takes (whole vector steps)."""
+        return math.ceil(self.config.steps_per_collect / self.config.n_envs) * self.config.n_envs
+
+    def reset_envs(self, seeds: Sequence[int]) -> None:
+        """Re-seed every training environment (one seed per env) and start new episodes; the
+        replay buffer is kept."""
+        if len(seeds) != self.config.n_envs:
+            raise ValueError(f"got {len(seeds)} seeds for {self.config.n_envs} training envs")
+        self.venv.seed([int(s) for s in seeds])
+        self.collector.reset(reset_buffer=False)
+
+    def train_steps(self, n_steps: int, *, logger: Any = None) -> None:
+        """Collect and learn for ``n_steps`` more joint environment steps (the first call
+        includes the random warm-up).
+
+        Args:
+            n_steps: environment steps to add.
+            logger: a Tianshou logger for the collect and update statistics (or None).
+        """
+        if not self.warmup_done:
+            warmup = self.config.warmup_steps
+            if n_steps < warmup + self.steps_per_chunk_unit:
+                raise ValueError(
+                    f"the first chunk ({n_steps} steps) must hold MADDPG's warmup_steps={warmup} plus "
+                    f"one collect ({self.steps_per_chunk_unit} steps); evaluate less often or lower "
+                    "warmup_steps"
+                )
+            stats = self.collector.collect(n_step=warmup, random=True)
+            if logger is not None:
+                logger.log_training_data({"n_collected_steps": stats.n_collected_steps}, 0)
+            n_steps -= stats.n_collected_steps
+            self.warmup_done = True
+        params = OffPolicyTrainerParams(
+            training_collector=self.collector,
+            max_epochs=1,
+            epoch_num_steps=n_steps,
+            collection_step_num_env_steps=self.config.steps_per_collect,
+            batch_size=self.config.batch_size,
+            update_step_num_gradient_steps_per_sample=self.config.gradient_steps_per_step,
+            test_collector=None,
+            logger=logger,
+            multi_agent_return_reduction=mean_over_agents,
+            verbose=False,
+            show_progress=False,
+        )
+        # reset_collectors=False: keep the replay buffer and the episodes under way (or just
+        # restarted by reset_envs); Trainer.run would otherwise reset the envs once more.
+        self.learner.algorithm.create_trainer(params).run(reset_collectors=False)
+
+    def close(self) -> None:
+        """Close the training environments."""
+        self.venv.close()
 
 
 def train_maddpg(env_factory: Callable[[], ParallelEnv], *, config: MADDPGConfig, steps: int,
@@ -359,65 +455,13 @@ def train_maddpg(env_factory: Callable[[], ParallelEnv], *, config: MADDPGConfig
         raise ValueError(
             f"steps={steps!r} must be an integer larger than config.warmup_steps={config.warmup_steps}"
         )
-    seed_everything(seed)
-    if config.torch_threads is not None:
-        torch.set_num_threads(config.torch_threads)
-
-    def make(index: int) -> Callable[[], JointStepEnv]:
-        def factory() -> JointStepEnv:
-            env = JointStepEnv(env=env_factory())
-            env.action_space.seed(seed * 1000 + index)  # the warm-up samples from it
-            return env
-        return factory
-
-    probe = make(0)()
-    learner = build_maddpg(env=probe, config=config)
-    venv = DummyVectorEnv([make(i) for i in range(config.n_envs)])
-    venv.seed([seed * 1000 + i for i in range(config.n_envs)])
-    buffer = VectorReplayBuffer(config.buffer_size, config.n_envs)
-    collector: Collector[Any] = Collector(learner.policy, venv, buffer)
-    collector.reset()
-    if config.warmup_steps > 0:
-        with _quiet_stats():
-            collector.collect(n_step=config.warmup_steps, random=True)
-    params = OffPolicyTrainerParams(
-        training_collector=collector,
-        max_epochs=1,
-        epoch_num_steps=steps - config.warmup_steps,
-        collection_step_num_env_steps=config.steps_per_collect,
-        batch_size=config.batch_size,
-        update_step_num_gradient_steps_per_sample=config.gradient_steps_per_step,
-        test_collector=None,
-        multi_agent_return_reduction=_mean_over_agents,
-        verbose=False,
-        show_progress=False,
-    )
-    # Tianshou's collector logs a warning per episode because our returns are per agent
-    # (episodes, n_agents); the reduction above already handles them, so silence it here.
+    session = MADDPGTrainingSession(env_factory, config=config, total_steps=steps, seed=seed)
     try:
-        with _quiet_stats():
-            learner.algorithm.run_training(params)
+        # One chunk: the warm-up, then (at least) the rest.
+        session.train_steps(max(steps, config.warmup_steps + session.steps_per_chunk_unit))
     finally:
-        venv.close()
-    return learner
-
-
-@contextlib.contextmanager
-def _quiet_stats() -> Iterator[None]:
-    """Silence ``tianshou.data.stats`` warnings about 2-D return arrays, then restore its level."""
-    stats_log = logging.getLogger("tianshou.data.stats")
-    level = stats_log.level
-    stats_log.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        stats_log.setLevel(level)
-
-
-def _mean_over_agents(returns: np.ndarray) -> np.ndarray:
-    """Tianshou logs one return per episode; ours are (episodes, n_agents)."""
-    returns = np.asarray(returns, dtype=float)
-    return returns.mean(axis=-1) if returns.ndim > 1 else returns
+        session.close()
+    return session.learner
 
 
 def matrix_game_trial(env_factory: Callable[[], ParallelEnv], *, stackelberg_joint_action: Sequence[int],

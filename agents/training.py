@@ -194,7 +194,7 @@ class TrainingSession:
             batch_size=None,
             test_collector=None,
             logger=logger,
-            multi_agent_return_reduction=_mean_over_agents,
+            multi_agent_return_reduction=mean_over_agents,
             verbose=False,
             show_progress=show_progress,
         )
@@ -259,7 +259,8 @@ class _MultiAgentReturnsFilter(logging.Filter):
 logging.getLogger("tianshou.data.stats").addFilter(_MultiAgentReturnsFilter())
 
 
-def _mean_over_agents(returns: np.ndarray) -> np.ndarray:
-    """Tianshou logs one return per episode; ours are (episodes, n_agents)."""
+def mean_over_agents(returns: np.ndarray) -> np.ndarray:
+    """Tianshou's ``multi_agent_return_reduction``: it logs one return per episode; ours are
+    (episodes, n_agents)."""
     returns = np.asarray(returns, dtype=float)
     return returns.mean(axis=-1) if returns.ndim > 1 else returns

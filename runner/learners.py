@@ -6,34 +6,28 @@ to continue exactly where it stopped (:meth:`~LearnerSession.state` /
 :meth:`~LearnerSession.load_state`) and what a user loads later (:meth:`~LearnerSession.save_model`).
 
 * :class:`PPOSession` wraps :class:`agents.training.TrainingSession` (STEP, MAPPO, IPPO, HAPPO).
-* :class:`MADDPGSession` builds the same pieces as :func:`agents.maddpg.train_maddpg` (seeding,
-  vector env, replay buffer, random warm-up) and runs Tianshou's off-policy trainer in chunks.
-  Its replay buffer is part of its state (:meth:`MADDPGSession.replay_buffer`), and so are its
+* :class:`MADDPGSession` wraps :class:`agents.maddpg.MADDPGTrainingSession` (the session
+  :func:`agents.maddpg.train_maddpg` trains in one chunk). Its replay buffer is part of its state (:meth:`MADDPGSession.replay_buffer`), and so are its
   target networks, which ``MADDPG.state_dict()`` does not contain.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import logging
-import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import torch
 from pettingzoo.utils.env import ParallelEnv
-from tianshou.data import Collector, VectorReplayBuffer
-from tianshou.env import DummyVectorEnv, SubprocVectorEnv
-from tianshou.trainer import OffPolicyTrainerParams
+from tianshou.data import VectorReplayBuffer
 
 from agents.adapter import JointStepEnv
 from agents.checkpoint import save_checkpoint
 from agents.config import STEPConfig
-from agents.maddpg import MADDPGConfig, MADDPGLearner, build_maddpg
-from agents.training import Learner, TrainingSession, seed_everything
+from agents.maddpg import MADDPGConfig, MADDPGLearner, MADDPGTrainingSession, build_maddpg
+from agents.training import Learner, TrainingSession
 
 MADDPG_FORMAT = "stmg-step-maddpg"
 MADDPG_FORMAT_VERSION = 1
@@ -136,85 +130,36 @@ class PPOSession:
 
 
 class MADDPGSession:
-    """MADDPG (:mod:`agents.maddpg`) trained in chunks (module docstring).
-
-    The first chunk starts with ``config.warmup_steps`` uniformly random steps, which must fit
-    in it: the action spaces that draw them are seeded when the envs are built, so a resumed
-    run could not draw the same ones in a later chunk.
-    """
+    """MADDPG through :class:`agents.maddpg.MADDPGTrainingSession` (module docstring)."""
 
     def __init__(self, env_fn: Callable[[], ParallelEnv], *, config: MADDPGConfig, total_steps: int,
                  seed: int, order: Sequence[str] | None, observation: str,
                  subprocess: bool = False) -> None:
-        if total_steps <= config.warmup_steps:
-            raise ValueError(f"total_steps={total_steps!r} must exceed MADDPG's warmup_steps={config.warmup_steps}")
-        seed_everything(seed)
-        if config.torch_threads is not None:
-            torch.set_num_threads(config.torch_threads)
-        self.config = config
+        self.session = MADDPGTrainingSession(env_fn, config=config, total_steps=total_steps, seed=seed,
+                                             order=order, observation=observation, subprocess=subprocess)
 
-        def make(index: int) -> Callable[[], JointStepEnv]:
-            def factory() -> JointStepEnv:
-                env = JointStepEnv(env=env_fn(), order=order, observation=observation)
-                env.action_space.seed(seed * 1000 + index)  # the warm-up samples from it
-                return env
-            return factory
-
-        probe = make(0)()
-        self.learner: MADDPGLearner = build_maddpg(env=probe, config=config)
-        venv_cls = SubprocVectorEnv if subprocess else DummyVectorEnv
-        self.venv = venv_cls([make(i) for i in range(config.n_envs)])
-        self.venv.seed([seed * 1000 + i for i in range(config.n_envs)])
-        self.buffer = VectorReplayBuffer(config.buffer_size, config.n_envs)
-        self.collector: Collector[Any] = Collector(self.learner.policy, self.venv, self.buffer)
-        self.collector.reset()
-        self.warmup_done = config.warmup_steps == 0
+    @property
+    def learner(self) -> MADDPGLearner:
+        """Actors, critics and optimisers."""
+        return self.session.learner
 
     @property
     def policy(self) -> Any:
-        return self.learner.policy
+        return self.session.learner.policy
 
     @property
     def n_envs(self) -> int:
-        return self.config.n_envs
+        return self.session.config.n_envs
 
     @property
     def chunk_unit(self) -> int:
-        return math.ceil(self.config.steps_per_collect / self.config.n_envs) * self.config.n_envs
+        return self.session.steps_per_chunk_unit
 
     def reset_envs(self, seeds: Sequence[int]) -> None:
-        self.venv.seed([int(s) for s in seeds])
-        self.collector.reset(reset_buffer=False)
+        self.session.reset_envs(seeds)
 
     def train_steps(self, n_steps: int, *, logger: Any) -> None:
-        if not self.warmup_done:
-            warmup = self.config.warmup_steps
-            if n_steps < warmup + self.chunk_unit:
-                raise ValueError(
-                    f"the first chunk ({n_steps} steps) must hold MADDPG's warmup_steps={warmup} plus "
-                    f"one collect ({self.chunk_unit} steps); evaluate less often or lower warmup_steps"
-                )
-            with _quiet_stats():
-                stats = self.collector.collect(n_step=warmup, random=True)
-            logger.log_training_data({"n_collected_steps": stats.n_collected_steps}, 0)
-            n_steps -= stats.n_collected_steps
-            self.warmup_done = True
-        params = OffPolicyTrainerParams(
-            training_collector=self.collector,
-            max_epochs=1,
-            epoch_num_steps=n_steps,
-            collection_step_num_env_steps=self.config.steps_per_collect,
-            batch_size=self.config.batch_size,
-            update_step_num_gradient_steps_per_sample=self.config.gradient_steps_per_step,
-            test_collector=None,
-            logger=logger,
-            verbose=False,
-            show_progress=False,
-        )
-        with _quiet_stats():
-            # reset_collectors=False: keep the replay buffer and the episodes just restarted by
-            # reset_envs (Trainer.run would otherwise reset the envs once more).
-            self.learner.algorithm.create_trainer(params).run(reset_collectors=False)
+        self.session.train_steps(n_steps, logger=logger)
 
     def state(self) -> dict[str, Any]:
         algorithm = self.learner.algorithm
@@ -222,7 +167,7 @@ class MADDPGSession:
             "algorithm": algorithm.state_dict(),
             # The target networks are not in MADDPG.state_dict(): keep them here.
             "targets": [m.state_dict() for m in (*algorithm.actors_old, *algorithm.critics_old)],
-            "warmup_done": self.warmup_done,
+            "warmup_done": self.session.warmup_done,
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -230,16 +175,16 @@ class MADDPGSession:
         algorithm.load_state_dict(dict(state["algorithm"]))
         for module, saved in zip((*algorithm.actors_old, *algorithm.critics_old), state["targets"], strict=True):
             module.load_state_dict(saved)
-        self.warmup_done = bool(state["warmup_done"])
+        self.session.warmup_done = bool(state["warmup_done"])
 
     def replay_buffer(self) -> VectorReplayBuffer:
         """The replay buffer (saved beside the state by the harness)."""
-        return self.buffer
+        return self.session.buffer
 
     def load_replay_buffer(self, buffer: VectorReplayBuffer) -> None:
         """Put a saved replay buffer back (into the collector as well)."""
-        self.buffer = buffer
-        self.collector.buffer = buffer
+        self.session.buffer = buffer
+        self.session.collector.buffer = buffer
 
     def generator_state(self) -> torch.Tensor | None:
         return None
@@ -251,7 +196,7 @@ class MADDPGSession:
         save_maddpg_model(self.learner, path)
 
     def close(self) -> None:
-        self.venv.close()
+        self.session.close()
 
 
 def save_maddpg_model(learner: MADDPGLearner, path: Path) -> None:
@@ -279,18 +224,6 @@ def load_maddpg_model(path: Path, env: JointStepEnv) -> MADDPGLearner:
     learner = build_maddpg(env=env, config=MADDPGConfig(**data["config"]))
     learner.algorithm.load_state_dict(dict(data["algorithm"]))
     return learner
-
-
-@contextlib.contextmanager
-def _quiet_stats() -> Iterator[None]:
-    """Tianshou warns on every collect that our (episodes, n_agents) returns are 2-D."""
-    stats_log = logging.getLogger("tianshou.data.stats")
-    level = stats_log.level
-    stats_log.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        stats_log.setLevel(level)
 
 
 def numpy_rng_state() -> dict[str, Any]:
