@@ -2,6 +2,7 @@
 
     python examples/plot_curves.py runs/halfcheetah runs/halfcheetah-more --out halfcheetah.png
     python examples/plot_curves.py runs/merge-easy runs/merge-medium runs/merge-hard --out merge.png
+    python examples/plot_curves.py runs/beta0 runs/beta1 --labels beta=0 beta=1 --algos step --out beta.png
 
 Per environment: mean evaluation return over seeds per algorithm against environment steps,
 with a 95% bootstrap confidence band (rliable; SciPy if rliable is missing). For on-ramp
@@ -28,11 +29,18 @@ def main(argv: Sequence[str] | None = None) -> Path:
                         help="curves.csv column to plot against env_steps (default: eval_return)")
     parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples (default: 2000)")
     parser.add_argument("--title", default=None, help="figure title (default: says what is shown)")
+    parser.add_argument("--labels", nargs="+", default=None, metavar="LABEL",
+                        help="one label per DIR, added to its algorithms' names: runs of one algorithm "
+                             "with different settings become separate curves (e.g. beta=0 beta=1)")
+    parser.add_argument("--algos", nargs="+", default=None, metavar="ALGO",
+                        help="plot only these algorithms (default: every algorithm found)")
     args = parser.parse_args(argv)
     if args.reps < 100:
         parser.error(f"--reps {args.reps} is too few for a 95% interval; use at least 100")
     try:
-        rows = read_curves(args.dirs)
+        rows = read_curves(args.dirs, labels=args.labels, algos=args.algos)
+        if not rows:
+            parser.error(f"no rows of the algorithms {args.algos} in {args.dirs}")
         path = plot_curves(rows, args.out, metric=args.metric, reps=args.reps, title=args.title)
     except (FileNotFoundError, ValueError) as exc:
         parser.error(str(exc))

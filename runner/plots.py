@@ -47,20 +47,38 @@ class Band:
     """Seeds of the algorithm on this environment."""
 
 
-def read_curves(paths: Iterable[Path | str]) -> list[dict[str, str]]:
+def read_curves(paths: Iterable[Path | str], *, labels: Sequence[str] | None = None,
+                algos: Iterable[str] | None = None) -> list[dict[str, str]]:
     """Rows of every ``DIR/curves.csv`` (or CSV file) in ``paths``.
+
+    Args:
+        paths: training output directories or CSV files.
+        labels: one per path; its rows' algorithm becomes ``"ALGO LABEL"``, so that runs of one
+            algorithm with different settings (e.g. ``beta=0`` and ``beta=10``) are separate curves.
+        algos: keep only the rows of these algorithms (None: all).
 
     Raises:
         FileNotFoundError: a path with no curves file, naming it.
+        ValueError: as many labels as paths were not given.
     """
+    paths = list(paths)
+    if labels is not None and len(labels) != len(paths):
+        raise ValueError(f"got {len(labels)} labels {list(labels)} for {len(paths)} curve directories; "
+                         "expected one label per directory")
+    keep = None if algos is None else set(algos)
     rows: list[dict[str, str]] = []
-    for raw in paths:
+    for k, raw in enumerate(paths):
         path = Path(raw)
         file = path / "curves.csv" if path.is_dir() else path
         if not file.is_file():
             raise FileNotFoundError(f"no curves file at {file} (expected a training output directory or a CSV)")
         with open(file, newline="") as f:
-            rows.extend(csv.DictReader(f))
+            for row in csv.DictReader(f):
+                if keep is not None and row["algo"] not in keep:
+                    continue
+                if labels is not None:
+                    row["algo"] = f"{row['algo']} {labels[k]}"
+                rows.append(row)
     return rows
 
 

@@ -91,3 +91,31 @@ def test_plot_curves_script(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     with pytest.raises(SystemExit) as exc:
         module.main([str(tmp_path / "nothing"), "--out", str(tmp_path / "g.png")])
     assert exc.value.code == 2
+
+
+def test_labels_make_settings_separate_curves_and_algos_filter(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """The regulariser ablation: one algorithm, one directory per beta, one curve per beta."""
+    for beta, level in (("0", 1.0), ("10", 5.0)):
+        _write(tmp_path / f"beta{beta}", [
+            {"env": "mamujoco/HalfCheetah-6x1-v0", "algo": algo, "seed": seed, "env_steps": t,
+             "eval_return": level + seed + (100 if algo == "happo" else 0)}
+            for algo in ("step", "happo") for seed in (0, 1) for t in (0, 10)])
+    rows = read_curves([tmp_path / "beta0", tmp_path / "beta10"], labels=["beta=0", "beta=10"], algos=["step"])
+    bands = curve_bands(rows, reps=200)["mamujoco/HalfCheetah-6x1-v0"]
+    assert sorted(bands) == ["step beta=0", "step beta=10"]
+    np.testing.assert_allclose(bands["step beta=0"].mean, [1.5, 1.5])
+    np.testing.assert_allclose(bands["step beta=10"].mean, [5.5, 5.5])
+    with pytest.raises(ValueError, match=r"got 1 labels \['beta=0'\] for 2 curve directories"):
+        read_curves([tmp_path / "beta0", tmp_path / "beta10"], labels=["beta=0"])
+    spec = importlib.util.spec_from_file_location("plot_curves_script2", ROOT / "examples/plot_curves.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    path = module.main([str(tmp_path / "beta0"), str(tmp_path / "beta10"), "--labels", "beta=0", "beta=10",
+                        "--algos", "step", "--out", str(tmp_path / "beta.png"), "--reps", "200"])
+    assert path.exists() and "8 evaluations" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        module.main([str(tmp_path / "beta0"), "--algos", "maddpg", "--out", str(tmp_path / "none.png")])
+    assert exc.value.code == 2
+    assert "no rows of the algorithms ['maddpg']" in capsys.readouterr().err
