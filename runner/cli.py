@@ -119,7 +119,9 @@ def build_train_parser() -> argparse.ArgumentParser:
     ex = parser.add_argument_group("execution")
     ex.add_argument("--resume", action="store_true",
                     help="continue every run from its last checkpoint (refused if its stored "
-                         "configuration differs); finished runs are skipped")
+                         "configuration differs); finished runs are skipped. A larger --steps "
+                         "extends finished runs where the learner has no schedule over the "
+                         "total (no --lr-decay)")
     ex.add_argument("--workers", type=_positive_int, default=2,
                     help="local processes running the runs in parallel (default: 2); with "
                          "'--ray local', the CPUs of the local Ray instance")

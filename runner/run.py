@@ -182,6 +182,25 @@ def chunk_unit(spec: RunSpec) -> int:
     return math.ceil(per_collect / config.n_envs) * config.n_envs
 
 
+def _check_extension(spec: RunSpec, stored_steps: int, run_dir: Path) -> None:
+    """Allow ``--resume`` with a larger ``--steps`` only where nothing the learner does depends
+    on the total: no learning-rate decay over the run, and collects of the same size. Then the
+    extended run continues exactly as a run started with the larger ``--steps`` would (when the
+    old total was a multiple of ``--eval-every``: the same chunks and evaluations)."""
+    if spec.steps < stored_steps:
+        raise RunError(f"cannot resume {run_dir} with --steps {spec.steps}: it was started for {stored_steps} "
+                       "steps; a run can be extended, not shortened (use its rows up to that step instead)")
+    config = spec.algo_config()
+    if isinstance(config, STEPConfig):
+        if config.lr_decay:
+            raise RunError(f"cannot extend {run_dir} from {stored_steps} to {spec.steps} steps: its learning "
+                           "rate decays to 0 over the stored total (lr_decay), so the longer run would "
+                           "differ from its start on; start a new run (another --out) instead")
+        if config.steps_per_collect > stored_steps:
+            raise RunError(f"cannot extend {run_dir} from {stored_steps} steps: its collects were cut to the "
+                           f"old total (steps_per_collect={config.steps_per_collect}); start a new run instead")
+
+
 def _versions() -> dict[str, str]:
     """Versions of the packages that shape the results (the MuJoCo ones if loaded)."""
     from importlib import metadata
@@ -301,7 +320,13 @@ def run_one(spec: RunSpec, out: Path | str, *, resume: bool = False, show_progre
         if not resume:
             raise RunError(f"{run_dir} already holds a run; pass --resume to continue it, or choose another --out")
         diffs = spec_differences(stored, given, _config_defaults(spec.algo))
-        if diffs:
+        if diffs == [f"steps: stored {stored.get('steps')!r}, now {spec.steps!r}"]:
+            _check_extension(spec, int(stored["steps"]), run_dir)
+            record = json.loads(spec_path.read_text())
+            record["spec"] = given
+            record["extended_from_steps"] = [*record.get("extended_from_steps", []), int(stored["steps"])]
+            _atomic(lambda path: path.write_text(json.dumps(record, indent=2)), spec_path)
+        elif diffs:
             raise RunError(f"cannot resume {run_dir}: its stored run differs from this command: " + "; ".join(diffs))
         if state_path.exists():
             stored_state = _load_state(state_path)

@@ -363,12 +363,36 @@ def test_interrupted_and_resumed_run_writes_the_same_rows(algo: str, env: str, e
     assert len(_rows(resumed)) == 4
 
 
+@pytest.mark.parametrize("algo", ["step", "maddpg"])
+def test_a_finished_run_extended_with_more_steps_equals_a_longer_run(algo: str, tmp_path: Path) -> None:
+    """--resume with a larger --steps continues a finished run as if it had been started longer."""
+    run_one(_spec(algo, steps=600), tmp_path / "straight", show_progress=False)
+    short = tmp_path / "extended"
+    run_one(_spec(algo, steps=400), short, show_progress=False)
+    assert run_one(_spec(algo, steps=600), short, show_progress=False, resume=True).env_steps == 600
+    assert _without_time(_rows(short)) == _without_time(_rows(tmp_path / "straight"))
+    record = json.loads((_spec(algo).run_dir(short) / "run.json").read_text())
+    assert record["spec"]["steps"] == 600 and record["extended_from_steps"] == [400]
+    with pytest.raises(RunError, match="extended, not shortened"):
+        run_one(_spec(algo, steps=400), short, show_progress=False, resume=True)
+
+
+def test_extending_is_refused_where_the_learning_rate_decays_over_the_run(tmp_path: Path) -> None:
+    run_one(_spec("step", steps=200, lr_decay=True), tmp_path, show_progress=False)
+    with pytest.raises(RunError, match=r"cannot extend .* from 200 to 400 steps: its learning rate decays"):
+        run_one(_spec("step", steps=400, lr_decay=True), tmp_path, show_progress=False, resume=True)
+    run_one(_spec("step", steps=200, eval_every=200, seed=1, steps_per_collect=300), tmp_path, show_progress=False)
+    with pytest.raises(RunError, match="collects were cut to the old total"):
+        run_one(_spec("step", steps=400, seed=1, steps_per_collect=300), tmp_path, show_progress=False, resume=True)
+
+
 def test_resume_refuses_a_changed_configuration(tmp_path: Path) -> None:
     run_one(_spec("step", steps=200), tmp_path, show_progress=False)
     with pytest.raises(RunError, match=r"config.lr: stored 0.0005, now 0.001"):
         run_one(_spec("step", steps=200, lr=1e-3), tmp_path, show_progress=False, resume=True)
-    with pytest.raises(RunError, match=r"steps: stored 200, now 400"):
-        run_one(_spec("step", steps=400), tmp_path, show_progress=False, resume=True)
+    # A longer run alone is an extension (test below); with another change it is refused too.
+    with pytest.raises(RunError, match=r"config.lr: stored 0.0005, now 0.001; steps: stored 200, now 400"):
+        run_one(_spec("step", steps=400, lr=1e-3), tmp_path, show_progress=False, resume=True)
 
 
 def test_resume_accepts_a_config_field_added_later_at_its_default(tmp_path: Path) -> None:
