@@ -325,7 +325,12 @@ def run_one(spec: RunSpec, out: Path | str, *, resume: bool = False, show_progre
             record = json.loads(spec_path.read_text())
             record["spec"] = given
             record["extended_from_steps"] = [*record.get("extended_from_steps", []), int(stored["steps"])]
-            _atomic(lambda path: path.write_text(json.dumps(record, indent=2)), spec_path)
+            text = json.dumps(record, indent=2)
+
+            def write(path: Path) -> None:
+                path.write_text(text)
+
+            _atomic(write, spec_path)
         elif diffs:
             raise RunError(f"cannot resume {run_dir}: its stored run differs from this command: " + "; ".join(diffs))
         if state_path.exists():
