@@ -72,6 +72,11 @@ class STEPConfig:
     log_std_min: float = -5.0
     """Floor of the Gaussian policy's log standard deviation: its spread cannot collapse below
     exp(log_std_min), whatever the updates do (the ceiling is 2.0)."""
+    log_std_source: str = "generated"
+    """STEP's Gaussian log-std: ``"generated"`` by the hypernetwork with the target network,
+    H(e^i) (every priority's update moves the shared hypernetwork that makes all of them), or
+    ``"priority"``: one free log-std vector per priority position, updated only in its own
+    priority's update, as the baselines' per-agent log-std."""
     value_normalization: bool = True
     """Critics predict returns normalised by running per-agent statistics (mean and std of the
     returns seen so far), so the value loss and the value clip work on the same scale whatever
@@ -135,6 +140,8 @@ class STEPConfig:
                 raise ValueError(f"{name}={value!r} must be positive (or None where allowed)")
         if not self.log_std_min < 2.0:
             raise ValueError(f"log_std_min={self.log_std_min!r} must be below the ceiling 2.0")
+        if self.log_std_source not in ("generated", "priority"):
+            raise ValueError(f"log_std_source={self.log_std_source!r}; expected 'generated' or 'priority'")
         if self.critic_state not in ("auto", "always", "never"):
             raise ValueError(f"critic_state={self.critic_state!r}; expected 'auto', 'always' or 'never'")
 

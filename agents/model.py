@@ -92,6 +92,7 @@ class MultiAgentActorCritic(nn.Module):
                 embedding_size=config.priority_embedding_size,
                 target_hidden=config.target_hidden_size, out_size=out, gaussian=gaussian,
                 log_std_init=config.log_std_init, agent_identity=spec.distinct_observations,
+                generated_log_std=config.log_std_source == "generated",
             )
             flat_size = spec.flat_size - spec.obs_dim + d  # the STMG observation, features first
             self.critics = AgentMLPs(n_members=n, in_size=flat_size + s, hidden=h, out_size=1)
@@ -138,9 +139,15 @@ class MultiAgentActorCritic(nn.Module):
         return params
 
     def priority_parameters(self, p: int) -> list[nn.Parameter]:
-        """STEP: the priority embedding e^p (empty for the baselines)."""
+        """STEP: the priority embedding e^p, and the free log-std of priority p where the
+        hypernetwork does not generate it (empty for the baselines)."""
         actor = self.actor
-        return [actor.priority_embedding[p]] if isinstance(actor, NLevelPolicy) else []
+        if not isinstance(actor, NLevelPolicy):
+            return []
+        params = [actor.priority_embedding[p]]
+        if actor.priority_log_std is not None:
+            params.append(actor.priority_log_std[p])
+        return params
 
     # --- normalisation ---------------------------------------------------------------------
     def prepare_obs(self, obs: torch.Tensor, state: torch.Tensor | None = None

@@ -173,8 +173,10 @@ class NLevelPolicy(nn.Module):
         embedding_size: size of the priority-ID embedding e^i (and of the agent codes c_k).
         target_hidden: hidden width of the generated target network (0: one linear layer).
         out_size: target network outputs (logits, or Gaussian means).
-        gaussian: also generate a state-independent log-std per priority.
+        gaussian: also give a state-independent log-std per priority.
         log_std_init: initial log-std (Gaussian only).
+        generated_log_std: the hypernetwork generates the log-std with the target network
+            (else one free log-std parameter per priority, :attr:`priority_log_std`).
         agent_identity: E also reads the fixed code c_k of the acting agent k (appended to the
             input), for games whose padded observations mean different things per agent; it
             adds ``embedding_size x hidden`` weights, independent of the number of agents.
@@ -182,7 +184,8 @@ class NLevelPolicy(nn.Module):
 
     def __init__(self, *, obs_size: int, n_agents: int, slot_size: int, hidden: int,
                  embedding_size: int, target_hidden: int, out_size: int, gaussian: bool,
-                 log_std_init: float = -0.5, agent_identity: bool = False) -> None:
+                 log_std_init: float = -0.5, agent_identity: bool = False,
+                 generated_log_std: bool = True) -> None:
         super().__init__()
         self.obs_size, self.n_agents, self.slot_size = obs_size, n_agents, slot_size
         self.agent_identity = agent_identity
@@ -209,8 +212,14 @@ class NLevelPolicy(nn.Module):
         # Layer shapes of the generated target network pi(s^{i-1}; theta_tar^i).
         sizes = [hidden] + ([target_hidden] if target_hidden > 0 else []) + [out_size]
         self.target_shapes: list[tuple[int, int]] = list(zip(sizes[:-1], sizes[1:], strict=True))
-        n_generated = sum(i * o + o for i, o in self.target_shapes) + (out_size if gaussian else 0)
+        self.generated_log_std = gaussian and generated_log_std
+        n_generated = sum(i * o + o for i, o in self.target_shapes) + (out_size if self.generated_log_std else 0)
         self.n_generated = n_generated
+        # Free per-priority log-stds: like e^i, each moves only in its own priority's update.
+        self.priority_log_std: nn.ParameterList | None = None
+        if gaussian and not generated_log_std:
+            self.priority_log_std = nn.ParameterList(
+                [nn.Parameter(torch.full((out_size,), float(log_std_init))) for _ in range(n_agents)])
         self.hypernetwork = mlp(embedding_size, hidden, n_generated, layers=1)  # H(.; theta_h)
         self._init_hypernetwork(log_std_init)
 
@@ -226,7 +235,7 @@ class NLevelPolicy(nn.Module):
             w = torch.empty(fan_out, fan_in)
             nn.init.orthogonal_(w, gain=0.01 if is_last else math.sqrt(2.0))
             bias += [w.t().reshape(-1), torch.zeros(fan_out)]
-        if self.gaussian:
+        if self.generated_log_std:
             bias.append(torch.full((self.out_size,), log_std_init))
         with torch.no_grad():
             last.bias.copy_(torch.cat(bias))
@@ -323,7 +332,7 @@ class NLevelPolicy(nn.Module):
         (arguments as :meth:`forward`)."""
         theta_all = self.generated() if generated is None else generated  # (n_priorities, n_generated)
         if isinstance(priority, int):
-            return self._target_forward_one(s, theta_all[priority])
+            return self._target_forward_one(s, theta_all[priority], priority)
         theta = theta_all[priority]  # (B, n_generated)
         h = s.unsqueeze(1)  # (B, 1, hidden)
         offset = 0
@@ -336,10 +345,13 @@ class NLevelPolicy(nn.Module):
             if k < len(self.target_shapes) - 1:
                 h = torch.tanh(h)
         out = h.squeeze(1)  # (B, out_size)
-        log_std = theta[:, offset:offset + self.out_size] if self.gaussian else None
+        if self.priority_log_std is not None:
+            log_std: torch.Tensor | None = torch.stack(list(self.priority_log_std))[priority]
+        else:
+            log_std = theta[:, offset:offset + self.out_size] if self.gaussian else None
         return out, log_std
 
-    def _target_forward_one(self, s: torch.Tensor, theta: torch.Tensor
+    def _target_forward_one(self, s: torch.Tensor, theta: torch.Tensor, priority: int
                             ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The target network of one priority (theta: (n_generated,)) on every row of s."""
         h, offset = s, 0
@@ -350,7 +362,11 @@ class NLevelPolicy(nn.Module):
             offset += fan_out
             if k < len(self.target_shapes) - 1:
                 h = torch.tanh(h)
-        log_std = theta[offset:offset + self.out_size].expand(s.shape[0], -1) if self.gaussian else None
+        log_std = None
+        if self.priority_log_std is not None:
+            log_std = self.priority_log_std[priority].expand(s.shape[0], -1)
+        elif self.gaussian:
+            log_std = theta[offset:offset + self.out_size].expand(s.shape[0], -1)
         return h, log_std
 
 
