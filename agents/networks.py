@@ -180,6 +180,12 @@ class NLevelPolicy(nn.Module):
             adds ``embedding_size x hidden`` weights, independent of the number of agents.
     """
 
+    prune_unused_slots: bool = True
+    """:meth:`embed_state` skips the prior-action slots that hold no superior in any row of
+    the batch (an inspection of the data). The population learner turns this off on its
+    template model: under ``torch.func.vmap`` the mask cannot be inspected, and the unpruned
+    sum only adds exact zeros (masked features) for those slots."""
+
     def __init__(self, *, obs_size: int, n_agents: int, slot_size: int, hidden: int,
                  embedding_size: int, target_hidden: int, out_size: int, gaussian: bool,
                  log_std_init: float = -0.5, agent_identity: bool = False) -> None:
@@ -290,9 +296,10 @@ class NLevelPolicy(nn.Module):
         code_part = self.code_part()  # (n, hidden)
         # Only the slots that are a superior's in some row contribute: skip the others (all
         # of them for a batch of leaders, half for the followers of a two-agent game).
-        used = (mask > 0).any(0)  # (n,)
-        if not bool(used.all()):
-            table, mask, code_part = table[:, used], mask[:, used], code_part[used]
+        if self.prune_unused_slots:
+            used = (mask > 0).any(0)  # (n,)
+            if not bool(used.all()):
+                table, mask, code_part = table[:, used], mask[:, used], code_part[used]
         if table.shape[1] == 0:
             pooled = state_input.new_zeros(batch, code_part.shape[1])
         else:
@@ -394,19 +401,27 @@ class MaskedDistribution:
             self.normal = torch.distributions.Normal(out, log_std.clamp(log_std_min, log_std_max).exp(),
                                                      validate_args=False)
 
-    def sample(self) -> torch.Tensor:
+    def sample(self, uniform: torch.Tensor | None = None) -> torch.Tensor:
         """(B,) long or (B, out) float.
 
         Categorical draws use the inverse CDF (one uniform per row, ``searchsorted`` on the
         cumulative probabilities): the same distribution as ``torch.multinomial``, a little
         cheaper on these tiny batches (benchmarks/bench_ops.py). ``side="right"`` never picks a
         zero-probability entry; the clamp to the last valid entry only guards float rounding at the top.
+
+        ``uniform``: (B,) draws from U[0, 1) to use instead of drawing from torch's global
+        generator (categorical only): the population learner (:mod:`agents.population`)
+        gives every trial its own random stream this way.
         """
         if self.normal is not None:
+            if uniform is not None:
+                raise ValueError("sample(uniform=...) applies to categorical distributions only")
             return self.normal.sample()
         probs = self.probs()
         cdf = probs.cumsum(-1)
-        u = torch.rand(cdf.shape[:-1] + (1,), dtype=cdf.dtype, device=cdf.device) * cdf[..., -1:]
+        if uniform is None:
+            uniform = torch.rand(cdf.shape[:-1], dtype=cdf.dtype, device=cdf.device)
+        u = uniform.to(cdf.dtype).unsqueeze(-1) * cdf[..., -1:]
         index = torch.searchsorted(cdf, u, side="right").squeeze(-1)
         if self.all_valid:
             return index.clamp_(max=cdf.shape[-1] - 1)
