@@ -180,11 +180,12 @@ class NLevelPolicy(nn.Module):
             adds ``embedding_size x hidden`` weights, independent of the number of agents.
     """
 
-    prune_unused_slots: bool = True
-    """:meth:`embed_state` skips the prior-action slots that hold no superior in any row of
-    the batch (an inspection of the data). The population learner turns this off on its
-    template model: under ``torch.func.vmap`` the mask cannot be inspected, and the unpruned
-    sum only adds exact zeros (masked features) for those slots."""
+    superior_slots: torch.Tensor | None = None
+    """(n_agents,) bool: the prior-action slots that hold a superior in some row of the next
+    batches, set by a caller that knows them from the batch structure; None: :meth:`embed_state`
+    reads them off the mask. :meth:`embed_state` skips the other slots (so the action encoder
+    gets no gradient from a batch of leaders). The population learner sets it: under
+    ``torch.func.vmap`` the mask cannot be inspected (a data-dependent branch)."""
 
     def __init__(self, *, obs_size: int, n_agents: int, slot_size: int, hidden: int,
                  embedding_size: int, target_hidden: int, out_size: int, gaussian: bool,
@@ -296,10 +297,9 @@ class NLevelPolicy(nn.Module):
         code_part = self.code_part()  # (n, hidden)
         # Only the slots that are a superior's in some row contribute: skip the others (all
         # of them for a batch of leaders, half for the followers of a two-agent game).
-        if self.prune_unused_slots:
-            used = (mask > 0).any(0)  # (n,)
-            if not bool(used.all()):
-                table, mask, code_part = table[:, used], mask[:, used], code_part[used]
+        used = self.superior_slots if self.superior_slots is not None else (mask > 0).any(0)  # (n,)
+        if not bool(used.all()):
+            table, mask, code_part = table[:, used], mask[:, used], code_part[used]
         if table.shape[1] == 0:
             pooled = state_input.new_zeros(batch, code_part.shape[1])
         else:
@@ -424,7 +424,7 @@ class MaskedDistribution:
         u = uniform.to(cdf.dtype).unsqueeze(-1) * cdf[..., -1:]
         index = torch.searchsorted(cdf, u, side="right").squeeze(-1)
         if self.all_valid:
-            return index.clamp_(max=cdf.shape[-1] - 1)
+            return index.clamp(max=cdf.shape[-1] - 1)
         last_valid = self.valid.sum(-1) - 1  # valid entries are a prefix of the padded head
         return torch.minimum(index, last_valid)
 
