@@ -692,6 +692,11 @@ class PopulationSession:
         n_envs = config.n_envs
         fns = [make for _ in range(k * n_envs)]
         self.venv = venv_fn(fns) if venv_fn is not None else DummyVectorEnv(fns)
+        if len(self.venv) != k * n_envs:
+            raise ValueError(f"venv_fn made {len(self.venv)} environments; expected {k} x {n_envs}")
+        made_space = self.venv.get_env_attr("observation_space", 0)[0]
+        if made_space != probe.observation_space:
+            raise ValueError(f"venv_fn's environments observe {made_space}, the learner's {probe.observation_space}")
         self.venv.seed([s * 1000 + i for s in seeds for i in range(n_envs)])
         self.steps_per_collect = min(config.steps_per_collect, total_steps)  # per trial
         per_env = math.ceil(self.steps_per_collect / n_envs) + 1  # headroom: no wrap-around
