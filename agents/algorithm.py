@@ -33,6 +33,7 @@ of the probability ratios (new/old) of the agents updated before it in this iter
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -462,7 +463,7 @@ def step_loss(model: MultiAgentActorCritic, cfg: STEPConfig, inputs: PairInputs,
     return loss, torch.stack([-surrogate, vf_loss, entropy, reg.expand_as(vf_loss)])
 
 
-def clip_grad_norm_per_trial_(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
+def clip_grad_norm_per_trial_(params: Sequence[torch.Tensor], max_norm: float) -> torch.Tensor:
     """Per-trial gradient-norm clipping of stacked parameters (leading dimension: the trial).
 
     The population twin of ``torch.nn.utils.clip_grad_norm_``: trial k's norm is taken over

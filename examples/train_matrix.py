@@ -5,6 +5,15 @@
     python examples/train_matrix.py --payoffs my_game.npy --trials 4   # any number of agents
     python examples/train_matrix.py --algo maddpg --game penalty --k -50 --trials 4
     python examples/train_matrix.py --set value_normalization=True entropy=0.15 --trials 100
+    python examples/train_matrix.py --trials 100 --population 50   # two populations of 50 seeds
+
+``--population K`` trains K seeds together in one process as one population
+(:mod:`agents.population`: stacked parameters, every trial's learner independent); by default
+each worker gets one population of ``ceil(trials / workers)`` seeds (at most 100) for STEP,
+MAPPO and IPPO, and HAPPO and MADDPG train one seed at a time. A trial of a population matches
+the single trial of its seed to float rounding, not bit for bit, so the journal remembers
+which of the two made its trials. Records look the same either way; a population trial's
+``seconds`` is the population's time divided by its size.
 
 The JSON holds ``{"trials": [{"seed", "greedy_joint_action", "action_probs", "is_se"}, ...]}``
 plus the configuration and the Stackelberg equilibrium of the game (leader = agent_0).
@@ -34,12 +43,19 @@ from runner.journal import (  # noqa: E402
     ResumeMismatchError,
     TrialJournal,
     check_output_path,
+    run_trial_groups,
     run_trials,
     write_json_atomically,
 )
-from runner.matrix_trials import load_payoffs_file, run_algorithm_trial  # noqa: E402
+from runner.matrix_trials import (  # noqa: E402
+    load_payoffs_file,
+    population_supported,
+    run_algorithm_population,
+    run_algorithm_trial,
+)
 
 MAX_SEED = 2**32 - 1  # NumPy's seeds are 32-bit
+MAX_POPULATION = 100  # default population size at most (memory and journaling granularity)
 
 
 @dataclass(kw_only=True)
@@ -53,6 +69,7 @@ class Args:
     trials: int = 10
     steps: int = 10_000
     workers: int = 2
+    population: int = 1
     seed: int = 0
     out: str | None = None
     logdir: str | None = None
@@ -91,6 +108,9 @@ def parse_args(argv: list[str] | None = None) -> Args:
     parser.add_argument("--trials", type=int, default=10, help="number of seeds")
     parser.add_argument("--steps", type=int, default=10_000, help="environment steps per trial")
     parser.add_argument("--workers", type=int, default=2, help="processes running trials")
+    parser.add_argument("--population", type=int, default=None, metavar="K",
+                        help="train K seeds together as one population per process (STEP, MAPPO, IPPO; "
+                             "default: ceil(trials / workers), at most 100; 1 for HAPPO, MADDPG, --logdir)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first trial")
     parser.add_argument("--out", default=None,
                         help="write the JSON summary here; finished trials are kept in OUT.trials.jsonl "
@@ -118,6 +138,17 @@ def parse_args(argv: list[str] | None = None) -> Args:
             STEPConfig.matrix_games(**parse_config_overrides(ns.set))
         except (ValueError, TypeError) as exc:
             parser.error(f"--set: {exc}")
+    if ns.population is not None and ns.population <= 0:
+        parser.error(f"--population must be positive, got {ns.population}")
+    supported = ns.algo != "maddpg" and population_supported(
+        ns.algo, STEPConfig.matrix_games(variant=Variant(ns.algo), **parse_config_overrides(ns.set or [])))
+    if ns.population is None:
+        ns.population = min(MAX_POPULATION, -(-ns.trials // ns.workers)) if supported and ns.logdir is None else 1
+    elif ns.population > 1 and not supported:
+        parser.error(f"--population {ns.population}: population training supports step, mappo and ippo "
+                     "without running normalisation statistics; use --population 1")
+    elif ns.population > 1 and ns.logdir is not None:
+        parser.error("--logdir writes one TensorBoard log per trial; use it with --population 1")
     if ns.payoffs is not None:
         try:
             load_payoffs_file(ns.payoffs)
@@ -147,6 +178,14 @@ def _trial(job: tuple[str, np.ndarray, dict | None, int, int, str | None]) -> di
                                logdir=None if logdir is None else f"{logdir}/seed_{seed}").to_dict()
 
 
+def _population(jobs: list[tuple[str, np.ndarray, dict | None, int, int, str | None]]) -> list[dict[str, Any]]:
+    """A group of trials (same algorithm, game, config and steps) trained as one population."""
+    algo, payoffs, config, steps = jobs[0][:4]
+    return [r.to_dict() for r in run_algorithm_population(
+        algo, payoffs, steps=steps, seeds=[job[4] for job in jobs],
+        config=None if config is None else STEPConfig.from_dict(config))]
+
+
 def journal_path(out: str) -> Path:
     """Where the finished trials of ``--out OUT`` are kept until the summary is written."""
     return Path(out).with_name(Path(out).name + ".trials.jsonl")
@@ -173,12 +212,18 @@ def main(argv: list[str] | None = None) -> dict:
         # settings is refused rather than mixed in.
         settings = {"script": "train_matrix", "algo": args.algo, "payoffs": payoffs.tolist(),
                     "steps": args.steps, "config": config_dict}
+        if args.population > 1:  # its trials match single trials to float rounding only
+            settings["trainer"] = "population"
         try:
             journal = TrialJournal(journal_path(args.out), settings)
         except (ResumeMismatchError, RuntimeError) as exc:
             raise SystemExit(f"error: {exc}") from None
     try:
-        trials = run_trials(jobs, _trial, workers=args.workers, journal=journal)
+        if args.population > 1:
+            trials = run_trial_groups(jobs, _population, group_size=args.population, workers=args.workers,
+                                      journal=journal)
+        else:
+            trials = run_trials(jobs, _trial, workers=args.workers, journal=journal)
     finally:
         if journal is not None:
             journal.close()

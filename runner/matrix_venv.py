@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 from tianshou.env import BaseVectorEnv
+from tianshou.env.venvs import gym_new_venv_step_type
 
 from agents.adapter import JointStepEnv
 from envs.matrix import MatrixGame
@@ -109,7 +110,7 @@ class MatrixGameVectorEnv(BaseVectorEnv):
         obs = np.broadcast_to(self._start, (len(ids), *self._start.shape)).copy()
         return obs, _empty_infos(len(ids))
 
-    def step(self, action: Any, id: int | list[int] | np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+    def step(self, action: Any, id: int | list[int] | np.ndarray | None = None) -> gym_new_venv_step_type:
         """One time step of the environments ``id`` (all if None) with joint actions ``action``
         ((len(id), n_agents) action indices)."""
         self._assert_is_not_closed()
