@@ -536,13 +536,17 @@ class PopulationAlgorithm(OnPolicyAlgorithm[PopulationPolicy]):
                                  gradient_steps=steps, explained_variance=self._explained_variance,
                                  lr=self._adam.param_groups[0]["lr"])
 
+    def _single_minibatch(self, count: int) -> bool:
+        size = self.config.minibatch_size
+        return count <= size if size is not None else self.config.minibatches == 1
+
     def _minibatches(self, count: int) -> list[torch.Tensor] | None:
         """Per-trial minibatches of ``count`` pairs: a list of (K, m) position tensors (each
         trial permuted by its own generator, split as :meth:`STEPAlgorithm._minibatches`
         splits), or None for one full batch."""
-        size, chunks = self.config.minibatch_size, self.config.minibatches
-        if (count <= size) if size is not None else chunks == 1:
+        if self._single_minibatch(count):
             return None
+        size, chunks = self.config.minibatch_size, self.config.minibatches
         perms = torch.stack([torch.randperm(count, generator=g) for g in self._generators])  # (K, count)
         if size is not None:
             return list(perms.split(size, dim=1))
@@ -576,7 +580,7 @@ class PopulationAlgorithm(OnPolicyAlgorithm[PopulationPolicy]):
             return vmap(lambda a: _normalise_per_agent(a, agents, n))(adv)
 
         whole = None
-        if self._minibatches(group.numel()) is None:
+        if self._single_minibatch(group.numel()):  # (no draw: the generators are not touched)
             whole = [*data[:3], normalised(data[3], agent), *data[4:]]
         steps = 0
         terms: list[torch.Tensor] = []
