@@ -5,15 +5,16 @@
     python examples/train_matrix.py --payoffs my_game.npy --trials 4   # any number of agents
     python examples/train_matrix.py --algo maddpg --game penalty --k -50 --trials 4
     python examples/train_matrix.py --set value_normalization=True entropy=0.15 --trials 100
-    python examples/train_matrix.py --trials 100 --population 50   # two populations of 50 seeds
+    python examples/train_matrix.py --trials 100 --population 50   # 2 workers, a population of 50 each
 
 ``--population K`` trains K seeds together in one process as one population
-(:mod:`agents.population`: stacked parameters, every trial's learner independent); by default
-each worker gets one population of ``ceil(trials / workers)`` seeds (at most 100) for STEP,
-MAPPO and IPPO, and HAPPO and MADDPG train one seed at a time. A trial of a population matches
-the single trial of its seed to float rounding, not bit for bit, so the journal remembers
-which of the two made its trials. Records look the same either way; a population trial's
-``seconds`` is the population's time divided by its size.
+(:mod:`agents.population`: stacked parameters, every trial's learner independent), for STEP,
+MAPPO and IPPO; each worker trains one population at a time. The default, 1, trains every
+seed on its own as before: a trial of a population matches the single trial of its seed to
+float rounding, not bit for bit, and a population's trials reach the journal only when the
+whole population finishes, so the default keeps existing runs, their journals and their
+exact results as they were. The journal remembers which of the two made its trials. Records
+look the same either way; a population trial's ``seconds`` is its share of the population's time.
 
 The JSON holds ``{"trials": [{"seed", "greedy_joint_action", "action_probs", "is_se"}, ...]}``
 plus the configuration and the Stackelberg equilibrium of the game (leader = agent_0).
@@ -55,7 +56,6 @@ from runner.matrix_trials import (  # noqa: E402
 )
 
 MAX_SEED = 2**32 - 1  # NumPy's seeds are 32-bit
-MAX_POPULATION = 100  # default population size at most (memory and journaling granularity)
 
 
 @dataclass(kw_only=True)
@@ -108,9 +108,9 @@ def parse_args(argv: list[str] | None = None) -> Args:
     parser.add_argument("--trials", type=int, default=10, help="number of seeds")
     parser.add_argument("--steps", type=int, default=10_000, help="environment steps per trial")
     parser.add_argument("--workers", type=int, default=2, help="processes running trials")
-    parser.add_argument("--population", type=int, default=None, metavar="K",
-                        help="train K seeds together as one population per process (STEP, MAPPO, IPPO; "
-                             "default: ceil(trials / workers), at most 100; 1 for HAPPO, MADDPG, --logdir)")
+    parser.add_argument("--population", type=int, default=1, metavar="K",
+                        help="train K seeds together as one population (STEP, MAPPO, IPPO without running "
+                             "normalisation statistics); 1: every seed on its own")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first trial")
     parser.add_argument("--out", default=None,
                         help="write the JSON summary here; finished trials are kept in OUT.trials.jsonl "
@@ -138,13 +138,11 @@ def parse_args(argv: list[str] | None = None) -> Args:
             STEPConfig.matrix_games(**parse_config_overrides(ns.set))
         except (ValueError, TypeError) as exc:
             parser.error(f"--set: {exc}")
-    if ns.population is not None and ns.population <= 0:
+    if ns.population <= 0:
         parser.error(f"--population must be positive, got {ns.population}")
     supported = ns.algo != "maddpg" and population_supported(
         ns.algo, STEPConfig.matrix_games(variant=Variant(ns.algo), **parse_config_overrides(ns.set or [])))
-    if ns.population is None:
-        ns.population = min(MAX_POPULATION, -(-ns.trials // ns.workers)) if supported and ns.logdir is None else 1
-    elif ns.population > 1 and not supported:
+    if ns.population > 1 and not supported:
         parser.error(f"--population {ns.population}: population training supports step, mappo and ippo "
                      "without running normalisation statistics; use --population 1")
     elif ns.population > 1 and ns.logdir is not None:

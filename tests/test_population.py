@@ -396,8 +396,7 @@ def test_train_matrix_population_writes_todays_records_and_resumes(tmp_path: Pat
         train_matrix.parse_args(["--population", "0"])
     with pytest.raises(SystemExit):
         train_matrix.parse_args(["--algo", "happo", "--population", "4"])
-    assert train_matrix.parse_args(["--trials", "100", "--workers", "2"]).population == 50
-    assert train_matrix.parse_args(["--algo", "maddpg", "--trials", "100"]).population == 1
+    assert train_matrix.parse_args(["--trials", "100"]).population == 1  # the default: as before
 
 
 # --- statistics -------------------------------------------------------------------------------
@@ -419,3 +418,25 @@ def test_se_rate_does_not_depend_on_the_population_size() -> None:
     assert abs(hits_population - hits_single) <= 3
     same = sum(p.greedy_joint_action == s.greedy_joint_action for p, s in zip(population, singles, strict=True))
     assert same >= 17
+
+
+
+def test_reproduce_matrix_population_records_look_like_single_trial_records(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location("reproduce_matrix", Path(__file__).resolve().parents[1]
+                                                  / "examples" / "reproduce_matrix.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    argv = ["--algos", "step", "happo", "--settings", "penalty-100", "--trials", "2", "--steps", "200",
+            "--workers", "1"]
+    single = module.main([*argv, "--out", str(tmp_path / "single")])
+    population = module.main([*argv, "--population", "2", "--out", str(tmp_path / "population")])
+    for algo in ("step", "happo"):
+        for a, b in zip(single["results"][algo]["penalty-100"], population["results"][algo]["penalty-100"],
+                        strict=True):
+            assert list(a) == list(b)
+            assert a["seed"] == b["seed"] and a["greedy_joint_action"] == b["greedy_joint_action"]
+            assert np.allclose(a["action_probs"], b["action_probs"], atol=1e-4)
+    with pytest.raises(SystemExit):
+        module.parse_args(["--population", "0"])
