@@ -32,11 +32,15 @@ there in its own generator, its minibatch generator is seeded with the seed, and
 environments get the seeds ``seed * 1000 + i``. It reproduces the single-trial run to float
 rounding (batched matrix products round differently from unbatched ones), not bit for bit.
 
+HAPPO updates its agents in a random order drawn per trial: at each turn the trials whose
+next agent is a are updated together, and the other trials' slices of agent a's parameters and
+Adam moments are put back after each step (:meth:`PopulationAlgorithm._update_happo`).
+
 Scope: every agent acts in every time step, in one fixed priority order, in every trial
 (repeated matrix games), so the trials' batches share one structure; Discrete actions;
-STEP, MAPPO and IPPO; no observation, value or reward normalisation. Anything else is a
-``ValueError`` naming the setting (:func:`check_population_config`); HAPPO's per-trial random
-update orders would make the trials' update groups differ.
+STEP, MAPPO, IPPO and HAPPO (minibatches for STEP only); no observation, value or reward
+normalisation. Anything else is a ``ValueError`` naming the setting
+(:func:`check_population_config`).
 """
 
 from __future__ import annotations
@@ -63,6 +67,7 @@ from agents.algorithm import (
     _next_positions,
     _normalise_per_agent,
     clip_grad_norm_per_trial_,
+    pair_losses,
     step_loss,
 )
 from agents.config import STEPConfig, Variant
@@ -74,7 +79,7 @@ from agents.policy import STEPPolicy, batch_tensors
 from agents.spec import JointSpec
 from agents.training import OrderArg, critics_read_state, mean_over_agents, seed_everything
 
-SUPPORTED_VARIANTS = (Variant.STEP, Variant.MAPPO, Variant.IPPO)
+SUPPORTED_VARIANTS = (Variant.STEP, Variant.MAPPO, Variant.IPPO, Variant.HAPPO)
 
 
 def check_population_config(config: STEPConfig, spec: JointSpec | None = None) -> None:
@@ -82,16 +87,16 @@ def check_population_config(config: STEPConfig, spec: JointSpec | None = None) -
     ``config`` (on a game of shape ``spec``) exactly as the single-trial learner would."""
     if config.variant not in SUPPORTED_VARIANTS:
         raise ValueError(f"variant={config.variant.value!r}: population training supports "
-                         f"{[v.value for v in SUPPORTED_VARIANTS]} (HAPPO's random update order "
-                         "differs per trial); train it one trial at a time (population 1)")
+                         f"{[v.value for v in SUPPORTED_VARIANTS]}; train it one trial at a time (population 1)")
     for name in ("obs_normalization", "value_normalization", "reward_scaling"):
         if getattr(config, name):
             raise ValueError(f"{name}=True: population training supports no running "
                              "normalisation statistics yet; set it to False or train one trial at a time")
     if config.variant is not Variant.STEP and (config.minibatch_size is not None or config.minibatches != 1):
+        # MAPPO, IPPO: per-trial minibatches would mix agents differently per trial; HAPPO:
+        # the trials update different agents at a time, and only those trials may draw.
         raise ValueError(f"minibatches={config.minibatches!r}, minibatch_size={config.minibatch_size!r}: "
-                         f"population training of {config.variant.value} needs full-batch gradient steps "
-                         "(per-trial minibatches would mix agents differently per trial)")
+                         f"population training of {config.variant.value} needs full-batch gradient steps")
     if spec is not None:
         if spec.action_kind != "discrete":
             raise ValueError(f"action_kind={spec.action_kind!r}: population training supports Discrete actions")
@@ -524,6 +529,8 @@ class PopulationAlgorithm(OnPolicyAlgorithm[PopulationPolicy]):
             for p in range(n):  # Algorithm 1: agent by agent, leader first
                 actor_group["lr"] = self._base_lrs[0] * fraction * self.config.superior_lr_scale ** (n - 1 - p)
                 steps += self._update_group(pairs, all_pairs[pairs.priority == p], repeat, log, priority=p)
+        elif self.config.variant is Variant.HAPPO:
+            steps += self._update_happo(pairs, all_pairs, repeat, log)
         else:  # MAPPO, IPPO: one joint update
             steps += self._update_group(pairs, all_pairs, repeat, log)
         self._pairs = None
@@ -552,9 +559,70 @@ class PopulationAlgorithm(OnPolicyAlgorithm[PopulationPolicy]):
             return list(perms.split(size, dim=1))
         return [c for c in perms.chunk(chunks, dim=1) if c.shape[1] > 0]
 
+    def _update_happo(self, pairs: PopulationPairs, all_pairs: torch.Tensor, epochs: int,
+                      log: dict[str, list[float]]) -> int:
+        """HAPPO: every trial updates its agents one by one in its own random order, each
+        agent's advantage multiplied by the ratios of the agents its trial updated before
+        (:meth:`STEPAlgorithm._update_with_batch`). At turn i, the trials whose i-th agent is
+        a are updated together (``trials``); the others' parameters and Adam moments of agent a
+        stay exactly where they are, and Adam's step count of agent a's tensors is reset to its
+        value at the start of the iteration before each turn, so that every trial counts its
+        own steps."""
+        pop = self.population
+        n, k = pop.spec.n_agents, pop.size
+        factor = torch.ones(k, pairs.n_rows)  # (K, T) products of earlier agents' ratios, per trial
+        order = torch.stack([torch.randperm(n, generator=g) for g in self._generators])  # (K, n)
+        # Adam's step count of every tensor at the start of the iteration (0 before the first step).
+        start_steps = {id(p): float(self._adam.state[p]["step"]) if "step" in self._adam.state[p] else 0.0
+                       for p in self._params}
+        steps = 0
+        for i in range(n):
+            turn_steps = 0
+            for a in range(n):
+                trials = order[:, i] == a
+                group = all_pairs[pairs.agent == a]
+                if not bool(trials.any()) or group.numel() == 0:
+                    continue
+                for name in self._agent_params[a]:  # each trial counts its own Adam steps
+                    state = self._adam.state[pop.param(name)]
+                    if "step" in state:
+                        state["step"].fill_(start_steps[id(pop.param(name))])
+                turn_steps = max(turn_steps, self._update_group(pairs, group, epochs, log, factor=factor,
+                                                                trials=trials))
+                # Agent a's policy is final for this iteration in these trials: its ratio enters
+                # the factor of the agents after it.
+                with torch.no_grad():
+                    logp_new = self._new_logp(pairs, group)
+                    ratio = (logp_new - pairs.logp_old[:, group]).exp()
+                    rows = pairs.row[group]
+                    factor[:, rows] = torch.where(trials.unsqueeze(1), factor[:, rows] * ratio, factor[:, rows])
+            steps += turn_steps
+        return steps
+
+    def _new_logp(self, pairs: PopulationPairs, group: torch.Tensor) -> torch.Tensor:
+        """(K, m) log-probabilities of the pairs ``group``'s actions under the current policies."""
+        agent, prio, row = pairs.agent[group], pairs.priority[group], pairs.row[group]
+        cfg = self.config
+
+        def one(model: MultiAgentActorCritic, actor_in: torch.Tensor, critic_in: torch.Tensor, act: torch.Tensor,
+                adv: torch.Tensor, ret: torch.Tensor, v_old: torch.Tensor, logp_old: torch.Tensor) -> torch.Tensor:
+            pb = PairBatch(inputs=None, act=act, row=row, agent=agent, priority=prio, adv=adv, ret=ret,
+                           v_old=v_old, logp_old=logp_old, n_rows=pairs.n_rows)
+            return pair_losses(model, cfg, PairInputs(actor=actor_in, critic=critic_in), pb, adv)[3]
+
+        data = [x[:, group] for x in (pairs.actor_in, pairs.critic_in, pairs.act, pairs.adv, pairs.ret,
+                                      pairs.v_old, pairs.logp_old)]
+        result: torch.Tensor = self.population.map(one, *data)
+        return result
+
     def _update_group(self, pairs: PopulationPairs, group: torch.Tensor, epochs: int,
-                      log: dict[str, list[float]], *, priority: int | None = None) -> int:
-        """PPO epochs of every trial on the pairs ``group`` (:meth:`STEPAlgorithm._update_group`)."""
+                      log: dict[str, list[float]], *, priority: int | None = None,
+                      factor: torch.Tensor | None = None, trials: torch.Tensor | None = None) -> int:
+        """PPO epochs of every trial on the pairs ``group`` (:meth:`STEPAlgorithm._update_group`).
+
+        ``factor`` (K, T) (HAPPO): multiplies each trial's normalised advantages by row.
+        ``trials`` (K,) bool (HAPPO): only these trials are updated; the others' parameters
+        and Adam moments are left exactly as they are."""
         if group.numel() == 0:
             return 0
         cfg, pop = self.config, self.population
@@ -579,6 +647,9 @@ class PopulationAlgorithm(OnPolicyAlgorithm[PopulationPolicy]):
                 return adv
             return vmap(lambda a: _normalise_per_agent(a, agents, n))(adv)
 
+        if factor is not None:
+            data[3] = normalised(data[3], agent) * factor[:, row]
+            normalised = _as_is  # (normalised once, before the factor: as the single trial)
         whole = None
         if self._single_minibatch(group.numel()):  # (no draw: the generators are not touched)
             whole = [*data[:3], normalised(data[3], agent), *data[4:]]
@@ -599,9 +670,13 @@ class PopulationAlgorithm(OnPolicyAlgorithm[PopulationPolicy]):
                     parts.append((sub, agent[: idx.shape[1]], prio[: idx.shape[1]], row[: idx.shape[1]]))
             for sub, sub_agent, sub_prio, sub_row in parts:
                 loss, term = self._losses(sub, sub_agent, sub_prio, sub_row, priority, snapshot, pairs)
-                self._gradient_step(loss, frozen_params)
+                if trials is None:
+                    self._gradient_step(loss, frozen_params)
+                    terms.append(term.detach().mean(0))
+                else:
+                    self._masked_gradient_step(loss * trials, frozen_params, trials)
+                    terms.append(term.detach()[trials].mean(0))
                 steps += 1
-                terms.append(term.detach().mean(0))
         for key, column in zip(("actor", "vf", "ent", "reg"), torch.stack(terms).T.tolist(), strict=True):
             log[key].extend(column)
         return steps
@@ -624,6 +699,27 @@ class PopulationAlgorithm(OnPolicyAlgorithm[PopulationPolicy]):
         result: tuple[torch.Tensor, torch.Tensor] = self.population.map(one, *data, snapshot)
         return result
 
+    def _masked_gradient_step(self, losses: torch.Tensor, frozen: list[torch.nn.Parameter],
+                              trials: torch.Tensor) -> None:
+        """:meth:`_gradient_step` that moves only the ``trials`` (K,) bool: the other trials'
+        slices of the parameters and of Adam's moments are put back after the step."""
+        keep = ~trials
+        frozen_ids = {id(p) for p in frozen}
+        moving = [p for p in self._params if id(p) not in frozen_ids]
+        saved = []
+        for p in moving:
+            state = self._adam.state[p]
+            saved.append((p.detach()[keep].clone(),
+                          {key: state[key][keep].clone() for key in ("exp_avg", "exp_avg_sq") if key in state}))
+        self._gradient_step(losses, frozen)
+        with torch.no_grad():
+            for p, (values, moments) in zip(moving, saved, strict=True):
+                p[keep] = values
+                state = self._adam.state[p]
+                for key in ("exp_avg", "exp_avg_sq"):
+                    if key in state:
+                        state[key][keep] = moments.get(key, torch.zeros_like(values))
+
     def _gradient_step(self, losses: torch.Tensor, frozen: list[torch.nn.Parameter]) -> None:
         """Backward of the summed trial losses (trial k's loss reaches only trial k's slices),
         drop the frozen parameters' gradients, clip per trial, one Adam step."""
@@ -634,6 +730,10 @@ class PopulationAlgorithm(OnPolicyAlgorithm[PopulationPolicy]):
         if self.config.max_grad_norm is not None:
             self.last_clip_norms = clip_grad_norm_per_trial_(self._params, self.config.max_grad_norm)
         self._adam.step()
+
+
+def _as_is(adv: torch.Tensor, agents: torch.Tensor) -> torch.Tensor:
+    return adv
 
 
 def _explained_variance(value: torch.Tensor, ret: torch.Tensor) -> float:

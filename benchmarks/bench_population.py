@@ -14,8 +14,8 @@ ratios of the same machine in the same state (other load included).
    ``--single`` seeds) against ``--trials`` trials as one population
    (:func:`runner.matrix_trials.run_matrix_population`). Target: ratio <= 10.
 2. The default reproduction (5 algorithms x 6 settings x 100 trials, ``--workers 2``,
-   ``--population 50``): STEP, MAPPO and IPPO measured as one population of ``--estimate-k``
-   trials each, HAPPO and MADDPG (no population training) as single trials; the estimate
+   ``--population 50``): STEP, MAPPO, IPPO and HAPPO measured as one population of
+   ``--estimate-k`` trials each, MADDPG (no population training) as single trials; the estimate
    is (seconds per trial) x 600 trials per algorithm / 2 workers, summed (it assumes two
    free cores: both workers run at full speed).
 
@@ -92,11 +92,9 @@ def main(argv: list[str] | None = None) -> None:
         k = args.estimate_k
         per_trial: dict[str, float] = {}
         how: dict[str, str] = {}
-        for algo in ("step", "mappo", "ippo"):
+        for algo in ("step", "mappo", "ippo", "happo"):
             per_trial[algo] = _population_seconds(algo, payoffs, args.steps, k, 20_000) / k
             how[algo] = f"population of {k}"
-        per_trial["happo"] = _single_seconds("happo", payoffs, args.steps, [20_000, 20_001])
-        how["happo"] = "single trials (median of 2)"
         per_trial["maddpg"] = _single_seconds("maddpg", payoffs, args.steps, [20_000])
         how["maddpg"] = "single trial"
         print(f"\ndefault reproduce_matrix.py ({REPRODUCTION_TRIALS} trials per algorithm, "

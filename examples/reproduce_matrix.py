@@ -14,12 +14,12 @@ writes:
     python examples/reproduce_matrix.py --trials 10 --algos step mappo   # a quicker look
     python examples/reproduce_matrix.py --from-json a/matrix_results.json b/matrix_results.json \
         --out docs/matrix            # tables and figure of earlier runs, merged, nothing trained
-    python examples/reproduce_matrix.py --population 50  # STEP, MAPPO, IPPO: 50 seeds at once
+    python examples/reproduce_matrix.py --population 50  # the PPO family: 50 seeds at once
 
 ``--population K`` trains up to K seeds of one algorithm and setting together in one process
-as one population (:mod:`agents.population`) -- STEP, MAPPO and IPPO; HAPPO and MADDPG trials
+as one population (:mod:`agents.population`) -- STEP, MAPPO, IPPO and HAPPO; MADDPG trials
 still run one at a time. ``--population 50`` makes the default protocol about 3x faster for
-those three (``benchmarks/bench_population.py``). The default, 1, trains every trial on its
+those four (``benchmarks/bench_population.py``). The default, 1, trains every trial on its
 own as before: a population's trials match the single trials of their seeds to float rounding
 only, and reach the journal only when the whole population finishes, so the default keeps
 existing runs, their journals and exact results as they were. The journal remembers which of
@@ -88,7 +88,7 @@ def parse_args(argv: list[str] | None = None) -> Args:
     parser.add_argument("--workers", type=int, default=defaults.workers, help="processes running trials")
     parser.add_argument("--population", type=int, default=defaults.population, metavar="K",
                         help="train up to K seeds of one algorithm and setting together as one population "
-                             "(STEP, MAPPO, IPPO); 1: every trial on its own")
+                             "(STEP, MAPPO, IPPO, HAPPO); 1: every trial on its own")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of the first trial")
     parser.add_argument("--out", default=defaults.out, help="output directory")
     parser.add_argument("--settings", nargs="+", default=defaults.settings,

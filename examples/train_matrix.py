@@ -9,7 +9,7 @@
 
 ``--population K`` trains K seeds together in one process as one population
 (:mod:`agents.population`: stacked parameters, every trial's learner independent), for STEP,
-MAPPO and IPPO; each worker trains one population at a time. The default, 1, trains every
+MAPPO, IPPO and HAPPO; each worker trains one population at a time. The default, 1, trains every
 seed on its own as before: a trial of a population matches the single trial of its seed to
 float rounding, not bit for bit, and a population's trials reach the journal only when the
 whole population finishes, so the default keeps existing runs, their journals and their
@@ -109,7 +109,7 @@ def parse_args(argv: list[str] | None = None) -> Args:
     parser.add_argument("--steps", type=int, default=10_000, help="environment steps per trial")
     parser.add_argument("--workers", type=int, default=2, help="processes running trials")
     parser.add_argument("--population", type=int, default=1, metavar="K",
-                        help="train K seeds together as one population (STEP, MAPPO, IPPO without running "
+                        help="train K seeds together as one population (STEP, MAPPO, IPPO, HAPPO without running "
                              "normalisation statistics); 1: every seed on its own")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first trial")
     parser.add_argument("--out", default=None,
@@ -143,7 +143,7 @@ def parse_args(argv: list[str] | None = None) -> Args:
     supported = ns.algo != "maddpg" and population_supported(
         ns.algo, STEPConfig.matrix_games(variant=Variant(ns.algo), **parse_config_overrides(ns.set or [])))
     if ns.population > 1 and not supported:
-        parser.error(f"--population {ns.population}: population training supports step, mappo and ippo "
+        parser.error(f"--population {ns.population}: population training supports step, mappo, ippo and happo "
                      "without running normalisation statistics; use --population 1")
     elif ns.population > 1 and ns.logdir is not None:
         parser.error("--logdir writes one TensorBoard log per trial; use it with --population 1")

@@ -62,7 +62,7 @@ def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
 
 # --- a population trial is the single trial of its seed ---------------------------------------
 
-@pytest.mark.parametrize("variant", [Variant.STEP, Variant.MAPPO, Variant.IPPO])
+@pytest.mark.parametrize("variant", [Variant.STEP, Variant.MAPPO, Variant.IPPO, Variant.HAPPO])
 def test_trial_of_a_population_reproduces_the_single_trial(variant: Variant) -> None:
     # Three collects and updates through Tianshou's trainer: the same sampled actions and the
     # same parameters (to float rounding) as the single trial of seed 3.
@@ -296,7 +296,7 @@ def test_bad_input_is_a_value_error_naming_the_value() -> None:
     with pytest.raises(ValueError, match="K=0"):
         PopulationModel([])
     with pytest.raises(ValueError, match="happo"):
-        check_population_config(STEPConfig.matrix_games(variant=Variant.HAPPO))
+        check_population_config(STEPConfig.matrix_games(variant=Variant.HAPPO, minibatches=2))
     with pytest.raises(ValueError, match="value_normalization"):
         check_population_config(STEPConfig.matrix_games(value_normalization=True))
     with pytest.raises(ValueError, match="minibatches=2"):
@@ -395,7 +395,7 @@ def test_train_matrix_population_writes_todays_records_and_resumes(tmp_path: Pat
     with pytest.raises(SystemExit):
         train_matrix.parse_args(["--population", "0"])
     with pytest.raises(SystemExit):
-        train_matrix.parse_args(["--algo", "happo", "--population", "4"])
+        train_matrix.parse_args(["--algo", "maddpg", "--population", "4"])
     assert train_matrix.parse_args(["--trials", "100"]).population == 1  # the default: as before
 
 
@@ -440,3 +440,28 @@ def test_reproduce_matrix_population_records_look_like_single_trial_records(tmp_
             assert np.allclose(a["action_probs"], b["action_probs"], atol=1e-4)
     with pytest.raises(SystemExit):
         module.parse_args(["--population", "0"])
+
+
+def test_happo_turn_moves_only_the_trials_whose_turn_it_is() -> None:
+    # HAPPO: at a turn, only the trials updating agent 0 now move agent 0's parameters and
+    # Adam moments; the other trials' slices stay bit for bit.
+    session = _prepared([0, 1, 2], STEPConfig.matrix_games(variant=Variant.HAPPO))
+    algo, pop = session.algorithm, session.population
+    pairs = algo._pairs
+    assert pairs is not None
+    log: dict[str, list[float]] = {"actor": [], "vf": [], "ent": [], "reg": []}
+    group = torch.arange(pairs.row.numel())[pairs.agent == 0]
+    factor = torch.ones(3, pairs.n_rows)
+    algo._update_group(pairs, group, 2, log, factor=factor, trials=torch.tensor([True, True, False]))
+    before = _trial_params(session)
+    moments = {n: algo._adam.state[pop.param(n)]["exp_avg"].clone() for n in pop.names
+               if "exp_avg" in algo._adam.state[pop.param(n)]}
+    algo._update_group(pairs, group, 2, log, factor=factor, trials=torch.tensor([False, True, False]))
+    after = _trial_params(session)
+    for name in algo._agent_params[0]:
+        assert torch.equal(before[name][0], after[name][0]) and torch.equal(before[name][2], after[name][2])
+        assert not torch.equal(before[name][1], after[name][1])
+        state = algo._adam.state[pop.param(name)]
+        assert torch.equal(state["exp_avg"][0], moments[name][0]) and torch.equal(state["exp_avg"][2], moments[name][2])
+    for name in algo._agent_params[1]:  # agent 1 is frozen in agent 0's turn
+        assert torch.equal(before[name], after[name])
