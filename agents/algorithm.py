@@ -419,14 +419,26 @@ class STEPAlgorithm(OnPolicyAlgorithm[STEPPolicy]):
 
 
 def pair_losses(model: MultiAgentActorCritic, cfg: STEPConfig, inputs: PairInputs, pb: PairBatch,
-                adv: torch.Tensor, priority: int | None = None, generated: torch.Tensor | None = None
+                adv: torch.Tensor, priority: int | None = None, generated: torch.Tensor | None = None,
+                distinct: DistinctInputs | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Clipped surrogate, value loss (Eq. 12), entropy and new log-probs of the pairs ``pb``
     (:meth:`STEPAlgorithm._pair_losses`, whose arguments these are, with the pairs' network
     ``inputs``). A pure function of the model's parameters and the data, so that the
-    population learner can evaluate it for every trial at once under ``torch.func.vmap``."""
-    dist, value = model.heads(inputs, agent=pb.agent, priority=pb.priority if priority is None else priority,
-                              generated=generated)
+    population learner can evaluate it for every trial at once under ``torch.func.vmap``.
+
+    ``distinct``: ``inputs`` hold each distinct input of the pairs once (the population
+    learner's repeated games have a handful per group); the heads run on those, and every pair
+    reads the outputs of its input row ``distinct.rows``. The same losses, up to float rounding.
+    """
+    if distinct is None:
+        dist, value = model.heads(inputs, agent=pb.agent, priority=pb.priority if priority is None else priority,
+                                  generated=generated)
+    else:
+        dist, value = model.heads(inputs, agent=distinct.agent,
+                                  priority=distinct.priority if priority is None else priority, generated=generated)
+        dist = dist.take(distinct.rows)
+        value = None if value is None else value[distinct.rows]
     assert value is not None  # with_value defaults to True
     logp = dist.log_prob(pb.act)  # (m,)
     ratio = (logp - pb.logp_old).exp()
@@ -440,13 +452,26 @@ def pair_losses(model: MultiAgentActorCritic, cfg: STEPConfig, inputs: PairInput
     return surrogate.mean(), vf_loss, dist.entropy().mean(), logp.detach()
 
 
+@dataclass
+class DistinctInputs:
+    """Where the pairs' inputs hold each distinct input once (:func:`pair_losses`)."""
+
+    rows: torch.Tensor
+    """(m,) long: the input row of each pair."""
+    agent: torch.Tensor
+    """(U,) long: the agent of each input row."""
+    priority: torch.Tensor
+    """(U,) long: the priority position of each input row."""
+
+
 def step_loss(model: MultiAgentActorCritic, cfg: STEPConfig, inputs: PairInputs, pb: PairBatch,
-              adv: torch.Tensor, priority: int | None, snapshot: torch.Tensor | None
-              ) -> tuple[torch.Tensor, torch.Tensor]:
+              adv: torch.Tensor, priority: int | None, snapshot: torch.Tensor | None,
+              distinct: DistinctInputs | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The loss of one gradient step on the pairs ``pb`` and its terms.
 
     ``-surrogate - entropy * H + vf_coef * vf_loss`` plus, for STEP with a ``snapshot`` of the
-    superiors' generated parameters, the hypernetwork regulariser of Eq. 11.
+    superiors' generated parameters, the hypernetwork regulariser of Eq. 11. ``distinct``: as
+    in :func:`pair_losses`.
 
     Returns:
         (loss, (4,) [actor loss, value loss, entropy, regulariser]).
@@ -454,7 +479,7 @@ def step_loss(model: MultiAgentActorCritic, cfg: STEPConfig, inputs: PairInputs,
     actor = model.actor
     # STEP: one hypernetwork pass serves the target policy and the regulariser.
     generated = actor.generated() if isinstance(actor, NLevelPolicy) else None
-    surrogate, vf_loss, entropy, _ = pair_losses(model, cfg, inputs, pb, adv, priority, generated)
+    surrogate, vf_loss, entropy, _ = pair_losses(model, cfg, inputs, pb, adv, priority, generated, distinct)
     loss = -surrogate - cfg.entropy * entropy + cfg.vf_coef * vf_loss
     reg = torch.zeros((), device=loss.device)
     if snapshot is not None and isinstance(actor, NLevelPolicy) and generated is not None:

@@ -21,6 +21,7 @@ baselines it is one learned vector per actor.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -446,6 +447,20 @@ class MaskedDistribution:
             return (self.normal.entropy() * self.valid).sum(-1)
         logits = self.logits.clamp(min=torch.finfo(self.logits.dtype).min)
         return -(logits * self.probs()).sum(-1)
+
+    def take(self, rows: torch.Tensor) -> MaskedDistribution:
+        """The distribution of rows ``rows`` (m,) long: row i of the result is row ``rows[i]``
+        of this one (the population learner evaluates each distinct input once)."""
+        out = copy.copy(self)
+        out._probs = None if self._probs is None else self._probs[rows]
+        if self.valid.ndim == 2:
+            out.valid = self.valid[rows]
+        if self.normal is not None:
+            out.normal = torch.distributions.Normal(self.normal.loc[rows], self.normal.scale[rows],
+                                                    validate_args=False)
+        else:
+            out.logits = self.logits[rows]
+        return out
 
     def probs(self) -> torch.Tensor:
         """(B, out) action probabilities (discrete only)."""

@@ -62,6 +62,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from agents.adapter import ALIVE, EXTRA_COLUMNS, POSITION, PRESENT, JointStepEnv, step_flags
 from agents.algorithm import (
+    DistinctInputs,
     PairBatch,
     STEPTrainingStats,
     _next_positions,
@@ -438,18 +439,31 @@ class PopulationAlgorithm(OnPolicyAlgorithm[PopulationPolicy]):
             raise ValueError("the trials of a population must share their episode boundaries")
         episode_end, next_pos = episode_end[0], next_pos[0]
         inner = self.policy.inner
-        pos_of_all = position_of(order)
+        pos_of = position_of(order)
+        n = spec.n_agents
+        row_np, agent_np = np.nonzero(alive_np)
+        row, agent = torch.as_tensor(row_np), torch.as_tensor(agent_np)
+        priority = pos_of[row, agent]
+        template = pop.template
 
-        def evaluate(model: MultiAgentActorCritic, o: torch.Tensor, a: torch.Tensor,
-                     s: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-            o, s = model.prepare_obs(o, s)
-            rows_, agents_ = alive.nonzero(as_tuple=True)
-            with superior_slots(model, alive[rows_], pos_of_all[rows_], pos_of_all[rows_, agents_]):
-                taken = inner.evaluate_joint(o, alive, order, a, s)
-            return taken.logp, taken.value
+        def inputs(o: torch.Tensor, a: torch.Tensor, s: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+            o, s = template.prepare_obs(o, s)
+            pi = template.inputs(obs=o[row], act_enc=encode_joint_action(spec, a[row]), alive=alive[row],
+                                 pos_of=pos_of[row], agent=agent, priority=priority,
+                                 state=None if s is None else s[row])
+            assert pi.critic is not None  # internal: the states are given where critics read them
+            return pi.actor, pi.critic
 
+        # The pairs' network inputs (data only), as STEPAlgorithm._preprocess_batch builds them.
+        actor_in, critic_in = vmap(inputs, in_dims=(0, 0, None if state_raw is None else 0))(obs_raw, act, state_raw)
+        act_pairs = act[:, row, agent]
         with torch.no_grad():
-            logp_taken, value = pop.map(evaluate, obs_raw, act, state_raw)  # (K, T, n) each
+            # PPO's old log-probabilities and V^i with the superiors' actual actions: what
+            # STEPPolicy.evaluate_joint computes, group by group on each distinct input.
+            logp_pairs, v_pairs = self._old_outputs(actor_in, critic_in, act_pairs, row, agent, priority,
+                                                    alive, pos_of)
+            value = torch.zeros(k, rows, n)
+            value[:, row, agent] = v_pairs
             next_value = torch.zeros_like(value)
             if cfg.gamma > 0.0:
                 inside = next_pos >= 0
@@ -473,7 +487,6 @@ class PopulationAlgorithm(OnPolicyAlgorithm[PopulationPolicy]):
                     sampled = pop.map(bootstrap, obs_n, state_n, u)
                     replace = torch.as_tensor(~inside[sample_rows, None] | truncated[sample_rows])
                     next_value[:, rows_t] = torch.where(replace, sampled, next_value[:, rows_t])
-        n = spec.n_agents
         rew = np.asarray(batch.rew, np.float64).reshape(k, rows, n)
 
         def columns(x: np.ndarray) -> np.ndarray:  # (K, T, n) -> (T, K * n): every trial's agents as columns
@@ -487,30 +500,57 @@ class PopulationAlgorithm(OnPolicyAlgorithm[PopulationPolicy]):
         )
         adv = torch.as_tensor(adv_cols.reshape(rows, k, n).transpose(1, 0, 2))  # (K, T, n)
         ret = torch.as_tensor(ret_cols.reshape(rows, k, n).transpose(1, 0, 2))
-        row_np, agent_np = np.nonzero(alive_np)
-        row, agent = torch.as_tensor(row_np), torch.as_tensor(agent_np)
-        ev = [_explained_variance(value[j, row, agent], ret[j, row, agent]) for j in range(k)]
+        ev = [_explained_variance(v_pairs[j], ret[j, row, agent]) for j in range(k)]
         self._explained_variance = float(np.nanmean(ev)) if not np.isnan(ev).all() else float("nan")
-        pos_of = position_of(order)
-        priority = pos_of[row, agent]
-        template = pop.template
-
-        def inputs(o: torch.Tensor, a: torch.Tensor, s: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-            o, s = template.prepare_obs(o, s)
-            pi = template.inputs(obs=o[row], act_enc=encode_joint_action(spec, a[row]), alive=alive[row],
-                                 pos_of=pos_of[row], agent=agent, priority=priority,
-                                 state=None if s is None else s[row])
-            assert pi.critic is not None  # internal: the states are given where critics read them
-            return pi.actor, pi.critic
-
-        actor_in, critic_in = vmap(inputs, in_dims=(0, 0, None if state_raw is None else 0))(obs_raw, act, state_raw)
         self._pairs = PopulationPairs(
-            actor_in=actor_in, critic_in=critic_in, act=act[:, row, agent], adv=adv[:, row, agent],
-            ret=ret[:, row, agent], v_old=value[:, row, agent], logp_old=logp_taken[:, row, agent],
+            actor_in=actor_in, critic_in=critic_in, act=act_pairs, adv=adv[:, row, agent],
+            ret=ret[:, row, agent], v_old=v_pairs, logp_old=logp_pairs,
             row=row, agent=agent, priority=priority, n_rows=rows, alive=alive, pos_of=pos_of)
         done: torch.Tensor = self.env_steps_done  # type: ignore[assignment]
         done += rows
         return batch
+
+    def _old_outputs(self, actor_in: torch.Tensor, critic_in: torch.Tensor, act: torch.Tensor, row: torch.Tensor,
+                     agent: torch.Tensor, priority: torch.Tensor, alive: torch.Tensor, pos_of: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(K, P) log-probabilities of the pairs' actions and (K, P) critic outputs: the heads
+        on the pairs' inputs, STEP priority by priority (one generated target network each),
+        the baselines at once, each on the distinct inputs (:func:`_distinct_inputs`)."""
+        logp = torch.zeros(act.shape)
+        value = torch.zeros(act.shape)
+        step = self.config.variant is Variant.STEP
+        groups = [(p, (priority == p).nonzero(as_tuple=True)[0]) for p in torch.unique(priority).tolist()] if step \
+            else [(None, torch.arange(priority.numel()))]
+        for p, sel in groups:
+            lp, v = self._group_outputs(actor_in[:, sel], critic_in[:, sel], act[:, sel], agent[sel], priority[sel],
+                                        alive[row[sel]], pos_of[row[sel]], p)
+            logp[:, sel], value[:, sel] = lp, v
+        return logp, value
+
+    def _group_outputs(self, actor_in: torch.Tensor, critic_in: torch.Tensor, act: torch.Tensor,
+                       agent: torch.Tensor, priority: torch.Tensor, alive: torch.Tensor, pos_of: torch.Tensor,
+                       position: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`_old_outputs` of one group of pairs (``alive``, ``pos_of``: of their time steps;
+        ``position``: STEP's common priority position, None for the baselines)."""
+        distinct = _distinct_inputs(actor_in, critic_in, agent, priority)
+        head_agent = agent if distinct is None else distinct.agent
+        head_priority = priority if distinct is None else distinct.priority
+
+        def heads(model: MultiAgentActorCritic, a_in: torch.Tensor, c_in: torch.Tensor, a: torch.Tensor,
+                  rows: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+            with superior_slots(model, alive, pos_of, priority):
+                dist, v = model.heads(PairInputs(actor=a_in, critic=c_in), agent=head_agent,
+                                      priority=head_priority if position is None else position)
+            assert v is not None  # with_value defaults to True
+            if rows is not None:
+                dist, v = dist.take(rows), v[rows]
+            return dist.log_prob(a), v
+
+        if distinct is None:
+            result: tuple[torch.Tensor, torch.Tensor] = self.population.map(heads, actor_in, critic_in, act, None)
+        else:
+            result = self.population.map(heads, distinct.actor_in, distinct.critic_in, act, distinct.rows)
+        return result
 
     # --- updates ---------------------------------------------------------------------------
     def _update_with_batch(self, batch: Any, batch_size: int | None, repeat: int) -> STEPTrainingStats:
@@ -651,8 +691,10 @@ class PopulationAlgorithm(OnPolicyAlgorithm[PopulationPolicy]):
             data[3] = normalised(data[3], agent) * factor[:, row]
             normalised = _as_is  # (normalised once, before the factor: as the single trial)
         whole = None
+        distinct: _Distinct | None = None
         if self._single_minibatch(group.numel()):  # (no draw: the generators are not touched)
             whole = [*data[:3], normalised(data[3], agent), *data[4:]]
+            distinct = _distinct_inputs(data[0], data[1], agent, prio)
         steps = 0
         terms: list[torch.Tensor] = []
         for _ in range(epochs):
@@ -669,7 +711,7 @@ class PopulationAlgorithm(OnPolicyAlgorithm[PopulationPolicy]):
                     sub[3] = normalised(sub[3], agent[: idx.shape[1]])
                     parts.append((sub, agent[: idx.shape[1]], prio[: idx.shape[1]], row[: idx.shape[1]]))
             for sub, sub_agent, sub_prio, sub_row in parts:
-                loss, term = self._losses(sub, sub_agent, sub_prio, sub_row, priority, snapshot, pairs)
+                loss, term = self._losses(sub, sub_agent, sub_prio, sub_row, priority, snapshot, pairs, distinct)
                 if trials is None:
                     self._gradient_step(loss, frozen_params)
                     terms.append(term.detach().mean(0))
@@ -682,21 +724,27 @@ class PopulationAlgorithm(OnPolicyAlgorithm[PopulationPolicy]):
         return steps
 
     def _losses(self, data: list[torch.Tensor], agent: torch.Tensor, prio: torch.Tensor, row: torch.Tensor,
-                priority: int | None, snapshot: torch.Tensor | None, structure: PopulationPairs
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+                priority: int | None, snapshot: torch.Tensor | None, structure: PopulationPairs,
+                distinct: _Distinct | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(K,) losses and (K, 4) terms of one gradient step: :func:`agents.algorithm.step_loss`
-        for every trial."""
+        for every trial (``distinct``: the heads run on each distinct input once)."""
         cfg, n_rows = self.config, structure.n_rows
 
         def one(model: MultiAgentActorCritic, actor_in: torch.Tensor, critic_in: torch.Tensor, act: torch.Tensor,
                 adv: torch.Tensor, ret: torch.Tensor, v_old: torch.Tensor, logp_old: torch.Tensor,
-                snap: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+                snap: torch.Tensor | None, rows: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
             pb = PairBatch(inputs=None, act=act, row=row, agent=agent, priority=prio, adv=adv, ret=ret,
                            v_old=v_old, logp_old=logp_old, n_rows=n_rows)
+            where = None if distinct is None or rows is None else DistinctInputs(
+                rows=rows, agent=distinct.agent, priority=distinct.priority)
             with superior_slots(model, structure.alive[row], structure.pos_of[row], prio):
-                return step_loss(model, cfg, PairInputs(actor=actor_in, critic=critic_in), pb, adv, priority, snap)
+                return step_loss(model, cfg, PairInputs(actor=actor_in, critic=critic_in), pb, adv, priority, snap,
+                                 where)
 
-        result: tuple[torch.Tensor, torch.Tensor] = self.population.map(one, *data, snapshot)
+        if distinct is not None:
+            data = [distinct.actor_in, distinct.critic_in, *data[2:]]
+        result: tuple[torch.Tensor, torch.Tensor] = self.population.map(
+            one, *data, snapshot, None if distinct is None else distinct.rows)
         return result
 
     def _masked_gradient_step(self, losses: torch.Tensor, frozen: list[torch.nn.Parameter],
@@ -730,6 +778,82 @@ class PopulationAlgorithm(OnPolicyAlgorithm[PopulationPolicy]):
         if self.config.max_grad_norm is not None:
             self.last_clip_norms = clip_grad_norm_per_trial_(self._params, self.config.max_grad_norm)
         self._adam.step()
+
+
+@dataclass
+class _Distinct:
+    """The distinct inputs of a group's pairs, per trial (:func:`_distinct_inputs`)."""
+
+    actor_in: torch.Tensor  # (K, U, actor input)
+    critic_in: torch.Tensor  # (K, U, critic input)
+    rows: torch.Tensor  # (K, m) long: each pair's input row
+    agent: torch.Tensor  # (U,) shared
+    priority: torch.Tensor  # (U,) shared
+
+
+_HASH_MASK = (1 << 40) - 1
+
+
+def _hash_multipliers(width: int) -> torch.Tensor:
+    """Fixed odd int64 multipliers for :func:`_distinct_inputs`'s row hash (a generator of its
+    own: no trial's random stream is touched)."""
+    generator = torch.Generator().manual_seed(0x5EED)
+    return torch.randint(1, 1 << 31, (width,), generator=generator) * 2 + 1
+
+
+def _distinct_inputs(actor_in: torch.Tensor, critic_in: torch.Tensor, agent: torch.Tensor,
+                     priority: torch.Tensor) -> _Distinct | None:
+    """Each trial's distinct (actor, critic) inputs of a group of pairs, or None where that saves
+    little (more than half the pairs distinct).
+
+    In a repeated game with a constant observation a group's hundreds of pairs have a handful
+    of distinct inputs (the superiors' actions), and evaluating the networks once per distinct
+    input instead of once per pair is what makes a large population cheap. The input rows are
+    laid out in one block per agent, as wide as the trial with the most distinct inputs of
+    that agent (the shorter trials repeat their first row, which no pair reads), so that the
+    rows' agents and priorities are the same in every trial.
+    """
+    k, m = actor_in.shape[:2]
+    width = actor_in.shape[2]
+    both = torch.cat([actor_in, critic_in], dim=2)
+    blocks, agents, priorities = [], [], []
+    rows = torch.empty(k, m, dtype=torch.long)
+    offset = 0
+    for a in torch.unique(agent).tolist():
+        sel = (agent == a).nonzero(as_tuple=True)[0]
+        if not bool((priority[sel] == priority[sel[0]]).all()):
+            return None  # an agent at several positions: the rows' priorities would differ
+        # One sort of one int64 key per pair for all trials (``torch.unique(dim=0)`` on the rows
+        # cost more than it saved): the trial in the high bits, a hash of the row's float bits
+        # in the low ones; equal rows are checked below, a collision only forgoes the saving.
+        part = both[:, sel].contiguous()  # (K, m_a, width) float32
+        flat = part.reshape(k * sel.numel(), -1)
+        bits = flat.view(torch.int32).long()
+        digest = (bits * _hash_multipliers(bits.shape[1])).sum(1) & _HASH_MASK
+        key = torch.arange(k).repeat_interleave(sel.numel()) * (_HASH_MASK + 1) + digest
+        keys, inverse = torch.unique(key, return_inverse=True)  # sorted: by trial first
+        first = torch.full((keys.numel(),), flat.shape[0], dtype=torch.long)
+        first.scatter_reduce_(0, inverse, torch.arange(flat.shape[0]), reduce="amin")
+        found = flat[first]
+        if not torch.equal(found[inverse], flat):
+            return None  # a hash collision: evaluate every pair
+        owner = keys // (_HASH_MASK + 1)
+        counts = torch.bincount(owner, minlength=k)
+        starts = counts.cumsum(0) - counts
+        local = torch.arange(found.shape[0]) - starts[owner]  # index within its trial
+        size = int(counts.max())
+        block = found[starts].unsqueeze(1).repeat(1, size, 1)  # (K, size, width): first rows as padding
+        block[owner, local] = found
+        blocks.append(block)
+        rows[:, sel] = local[inverse].reshape(k, sel.numel()) + offset
+        agents += [a] * size
+        priorities += [int(priority[sel[0]])] * size
+        offset += size
+    if 2 * offset > m:
+        return None
+    distinct = torch.cat(blocks, dim=1)
+    return _Distinct(actor_in=distinct[..., :width], critic_in=distinct[..., width:], rows=rows,
+                     agent=torch.tensor(agents, dtype=torch.long), priority=torch.tensor(priorities, dtype=torch.long))
 
 
 def _as_is(adv: torch.Tensor, agents: torch.Tensor) -> torch.Tensor:

@@ -465,3 +465,24 @@ def test_happo_turn_moves_only_the_trials_whose_turn_it_is() -> None:
         assert torch.equal(state["exp_avg"][0], moments[name][0]) and torch.equal(state["exp_avg"][2], moments[name][2])
     for name in algo._agent_params[1]:  # agent 1 is frozen in agent 0's turn
         assert torch.equal(before[name], after[name])
+
+
+def test_distinct_inputs_by_hand() -> None:
+    # Two trials, one agent, four pairs: trial 0 has inputs a, b, a, a; trial 1 has c, c, c, c.
+    from agents.population import _distinct_inputs
+
+    a, b, c = [1.0, 0.0], [0.0, 1.0], [2.0, 2.0]
+    actor = torch.tensor([[a, b, a, a], [c, c, c, c]])
+    critic = actor[..., :1] * 10
+    agent = torch.zeros(4, dtype=torch.long)
+    priority = torch.ones(4, dtype=torch.long)
+    found = _distinct_inputs(actor, critic, agent, priority)
+    assert found is not None
+    assert found.actor_in.shape == (2, 2, 2)  # two rows per trial: trial 1 pads with its only row
+    for k in range(2):
+        assert torch.equal(found.actor_in[k, found.rows[k]], actor[k])
+        assert torch.equal(found.critic_in[k, found.rows[k]], critic[k])
+    assert found.rows[1].unique().numel() == 1
+    assert found.agent.tolist() == [0, 0] and found.priority.tolist() == [1, 1]
+    # No saving when most pairs differ: None (every pair is evaluated).
+    assert _distinct_inputs(torch.randn(2, 4, 2), torch.randn(2, 4, 1), agent, priority) is None
