@@ -78,6 +78,17 @@ def test_trial_of_a_population_reproduces_the_single_trial(variant: Variant) -> 
     assert _max_diff(expected, _state(population.model_of(0))) > 1e-2
 
 
+def test_bootstrap_values_with_gamma_reproduce_the_single_trial() -> None:
+    # gamma > 0: the bootstrap values of truncated steps sample the superiors' actions from the
+    # current policy, from each trial's own generator as the single trial does.
+    config = STEPConfig.matrix_games(gamma=0.99, gae_lambda=0.95)
+    single = TrainingSession(_game, config=config, total_steps=800, seed=3)
+    single.train_steps(800)
+    population = PopulationSession(_game, config=config, total_steps=800, seeds=[8, 3], venv_fn=_fast_venv(config))
+    population.train_steps(800)
+    assert _max_diff(_state(single.learner.model), _state(population.model_of(1))) < 1e-5
+
+
 def test_trial_result_does_not_depend_on_the_other_trials() -> None:
     config = STEPConfig.matrix_games()
 
