@@ -38,8 +38,8 @@ Adam moments are put back after each step (:meth:`PopulationAlgorithm._update_ha
 
 Scope: every agent acts in every time step, in one fixed priority order, in every trial
 (repeated matrix games), so the trials' batches share one structure; Discrete actions;
-STEP, MAPPO, IPPO and HAPPO (minibatches for STEP only); no observation, value or reward
-normalisation. Anything else is a ``ValueError`` naming the setting
+STEP, MAPPO, IPPO and HAPPO (minibatches for STEP only); value normalisation per (trial,
+agent), no observation normalisation or reward scaling. Anything else is a ``ValueError`` naming the setting
 (:func:`check_population_config`).
 """
 
@@ -76,6 +76,7 @@ from agents.encoding import encode_joint_action, position_of
 from agents.gae import per_agent_gae
 from agents.model import MultiAgentActorCritic, PairInputs
 from agents.networks import NLevelPolicy
+from agents.normalization import RunningMeanStd
 from agents.policy import STEPPolicy, batch_tensors
 from agents.spec import JointSpec
 from agents.training import OrderArg, critics_read_state, mean_over_agents, seed_everything
@@ -89,10 +90,10 @@ def check_population_config(config: STEPConfig, spec: JointSpec | None = None) -
     if config.variant not in SUPPORTED_VARIANTS:
         raise ValueError(f"variant={config.variant.value!r}: population training supports "
                          f"{[v.value for v in SUPPORTED_VARIANTS]}; train it one trial at a time (population 1)")
-    for name in ("obs_normalization", "value_normalization", "reward_scaling"):
+    for name in ("obs_normalization", "reward_scaling"):
         if getattr(config, name):
-            raise ValueError(f"{name}=True: population training supports no running "
-                             "normalisation statistics yet; set it to False or train one trial at a time")
+            raise ValueError(f"{name}=True: population training does not keep these running statistics "
+                             "per trial yet; set it to False or train one trial at a time")
     if config.variant is not Variant.STEP and (config.minibatch_size is not None or config.minibatches != 1):
         # MAPPO, IPPO: per-trial minibatches would mix agents differently per trial; HAPPO:
         # the trials update different agents at a time, and only those trials may draw.
@@ -146,10 +147,21 @@ class PopulationModel(nn.Module):
         for m in models[1:]:
             if m.spec != template.spec or m.config != template.config:
                 raise ValueError("the models of a population must share spec and config")
-        stateful = [name for name, _ in template.named_buffers() if name in template.state_dict()]
+        # Running statistics other than the value normaliser's are refused by check_population_config.
+        stateful = [name for name, _ in template.named_buffers()
+                    if name in template.state_dict() and not name.startswith("value_norm.")]
         if stateful:
             raise ValueError(f"population training keeps no per-trial buffers; the model has {stateful}")
         self.size = len(models)
+        n = template.spec.n_agents
+        # Per-trial value normalisation (value_normalization): one set of running statistics per
+        # (trial, agent), index trial * n_agents + agent -- exact per trial, as RunningMeanStd is.
+        self.value_norm = RunningMeanStd(self.size * n) if template.value_norm is not None else None
+        if self.value_norm is not None:
+            with torch.no_grad():
+                for name in ("mean", "var", "count"):
+                    own = torch.cat([getattr(m.value_norm, name) for m in models])
+                    getattr(self.value_norm, name).copy_(own)
         params, _ = stack_module_state(list(models))  # type: ignore[arg-type]
         self.names = list(params)
         # ParameterDict keys cannot hold dots.
@@ -194,8 +206,26 @@ class PopulationModel(nn.Module):
             raise ValueError(f"trial index k={k!r} outside 0..{self.size - 1}")
         model = MultiAgentActorCritic(spec=self.spec, config=self.config)
         state = {n: self.stacked[_key(n)][k].detach().clone() for n in self.names}
+        if self.value_norm is not None:
+            n = self.spec.n_agents
+            for name in ("mean", "var", "count"):
+                state[f"value_norm.{name}"] = getattr(self.value_norm, name)[k * n:(k + 1) * n].clone()
         model.load_state_dict(state, strict=True)
         return model
+
+    def trial_agent_index(self, agent: torch.Tensor) -> torch.Tensor:
+        """(K, ...) index of the per-(trial, agent) statistics of :attr:`value_norm` for agent
+        indices ``agent`` (...), the same in every trial."""
+        trial = torch.arange(self.size).reshape(-1, *([1] * agent.ndim))
+        return trial * self.spec.n_agents + agent.unsqueeze(0)
+
+    def value_in_return_units(self, value: torch.Tensor, agent: torch.Tensor) -> torch.Tensor:
+        """(K, ...) critic outputs of agents ``agent`` (...) in return units (per-trial
+        :meth:`MultiAgentActorCritic.value_in_return_units`)."""
+        if self.value_norm is None:
+            return value
+        index = self.trial_agent_index(agent).expand_as(value)
+        return self.value_norm.denormalize(value.reshape(-1), index.reshape(-1)).reshape(value.shape)
 
 
 @contextmanager
@@ -462,8 +492,8 @@ class PopulationAlgorithm(OnPolicyAlgorithm[PopulationPolicy]):
             # STEPPolicy.evaluate_joint computes, group by group on each distinct input.
             logp_pairs, v_pairs = self._old_outputs(actor_in, critic_in, act_pairs, row, agent, priority,
                                                     alive, pos_of)
-            value = torch.zeros(k, rows, n)
-            value[:, row, agent] = v_pairs
+            value = torch.zeros(k, rows, n)  # return units
+            value[:, row, agent] = pop.value_in_return_units(v_pairs, agent)
             next_value = torch.zeros_like(value)
             if cfg.gamma > 0.0:
                 inside = next_pos >= 0
@@ -484,7 +514,7 @@ class PopulationAlgorithm(OnPolicyAlgorithm[PopulationPolicy]):
                         return inner.chain(o, present_next, order_next, greedy=False, with_logp=False,
                                            state=s, uniforms=uk).value
 
-                    sampled = pop.map(bootstrap, obs_n, state_n, u)
+                    sampled = pop.value_in_return_units(pop.map(bootstrap, obs_n, state_n, u), torch.arange(n))
                     replace = torch.as_tensor(~inside[sample_rows, None] | truncated[sample_rows])
                     next_value[:, rows_t] = torch.where(replace, sampled, next_value[:, rows_t])
         rew = np.asarray(batch.rew, np.float64).reshape(k, rows, n)
@@ -500,11 +530,16 @@ class PopulationAlgorithm(OnPolicyAlgorithm[PopulationPolicy]):
         )
         adv = torch.as_tensor(adv_cols.reshape(rows, k, n).transpose(1, 0, 2))  # (K, T, n)
         ret = torch.as_tensor(ret_cols.reshape(rows, k, n).transpose(1, 0, 2))
-        ev = [_explained_variance(v_pairs[j], ret[j, row, agent]) for j in range(k)]
+        ret_pairs = ret[:, row, agent]
+        ev = [_explained_variance(value[j, row, agent], ret_pairs[j]) for j in range(k)]
         self._explained_variance = float(np.nanmean(ev)) if not np.isnan(ev).all() else float("nan")
+        if pop.value_norm is not None:  # targets on the updated scale, per trial
+            index = pop.trial_agent_index(agent).expand_as(ret_pairs).reshape(-1)
+            pop.value_norm.update(ret_pairs.reshape(-1), index)
+            ret_pairs = pop.value_norm.normalize(ret_pairs.reshape(-1), index).reshape(ret_pairs.shape)
         self._pairs = PopulationPairs(
             actor_in=actor_in, critic_in=critic_in, act=act_pairs, adv=adv[:, row, agent],
-            ret=ret[:, row, agent], v_old=v_pairs, logp_old=logp_pairs,
+            ret=ret_pairs, v_old=v_pairs, logp_old=logp_pairs,
             row=row, agent=agent, priority=priority, n_rows=rows, alive=alive, pos_of=pos_of)
         done: torch.Tensor = self.env_steps_done  # type: ignore[assignment]
         done += rows

@@ -109,8 +109,8 @@ def parse_args(argv: list[str] | None = None) -> Args:
     parser.add_argument("--steps", type=int, default=10_000, help="environment steps per trial")
     parser.add_argument("--workers", type=int, default=2, help="processes running trials")
     parser.add_argument("--population", type=int, default=1, metavar="K",
-                        help="train K seeds together as one population (STEP, MAPPO, IPPO, HAPPO without running "
-                             "normalisation statistics); 1: every seed on its own")
+                        help="train K seeds together as one population (STEP, MAPPO, IPPO, HAPPO; not with "
+                             "obs_normalization or reward_scaling); 1: every seed on its own")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first trial")
     parser.add_argument("--out", default=None,
                         help="write the JSON summary here; finished trials are kept in OUT.trials.jsonl "
@@ -144,7 +144,7 @@ def parse_args(argv: list[str] | None = None) -> Args:
         ns.algo, STEPConfig.matrix_games(variant=Variant(ns.algo), **parse_config_overrides(ns.set or [])))
     if ns.population > 1 and not supported:
         parser.error(f"--population {ns.population}: population training supports step, mappo, ippo and happo "
-                     "without running normalisation statistics; use --population 1")
+                     "without obs_normalization and reward_scaling; use --population 1")
     elif ns.population > 1 and ns.logdir is not None:
         parser.error("--logdir writes one TensorBoard log per trial; use it with --population 1")
     if ns.payoffs is not None:

@@ -89,6 +89,19 @@ def test_bootstrap_values_with_gamma_reproduce_the_single_trial() -> None:
     assert _max_diff(_state(single.learner.model), _state(population.model_of(1))) < 1e-5
 
 
+def test_value_normalisation_is_per_trial_and_reproduces_the_single_trial() -> None:
+    config = STEPConfig.matrix_games(value_normalization=True)
+    single = TrainingSession(_game, config=config, total_steps=800, seed=3)
+    single.train_steps(800)
+    population = PopulationSession(_game, config=config, total_steps=800, seeds=[8, 3], venv_fn=_fast_venv(config))
+    population.train_steps(800)
+    expected, found = _state(single.learner.model), _state(population.model_of(1))
+    assert _max_diff(expected, found) < 1e-5
+    assert "value_norm.mean" in found and float(found["value_norm.count"][0]) == 800  # 2 collects x 400
+    other = _state(population.model_of(0))
+    assert not torch.equal(other["value_norm.mean"], found["value_norm.mean"])  # each trial its own
+
+
 def test_trial_result_does_not_depend_on_the_other_trials() -> None:
     config = STEPConfig.matrix_games()
 
@@ -308,8 +321,8 @@ def test_bad_input_is_a_value_error_naming_the_value() -> None:
         PopulationModel([])
     with pytest.raises(ValueError, match="happo"):
         check_population_config(STEPConfig.matrix_games(variant=Variant.HAPPO, minibatches=2))
-    with pytest.raises(ValueError, match="value_normalization"):
-        check_population_config(STEPConfig.matrix_games(value_normalization=True))
+    with pytest.raises(ValueError, match="reward_scaling"):
+        check_population_config(STEPConfig.matrix_games(reward_scaling=True))
     with pytest.raises(ValueError, match="minibatches=2"):
         check_population_config(STEPConfig.matrix_games(variant=Variant.MAPPO, minibatches=2))
     with pytest.raises(ValueError, match="total_steps=0"):
