@@ -33,6 +33,7 @@ of the probability ratios (new/old) of the agents updated before it in this iter
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,7 +46,7 @@ from agents.adapter import step_flags
 from agents.config import STEPConfig, Variant
 from agents.encoding import encode_joint_action, position_of
 from agents.gae import per_agent_gae
-from agents.model import PairInputs
+from agents.model import MultiAgentActorCritic, PairInputs
 from agents.networks import NLevelPolicy
 from agents.normalization import RunningMeanStd
 from agents.policy import STEPPolicy, batch_tensors
@@ -292,21 +293,7 @@ class STEPAlgorithm(OnPolicyAlgorithm[STEPPolicy]):
             priority: the common priority of all pairs, if they share one (faster).
             generated: STEP: the hypernetwork output for all priorities, if already computed.
         """
-        cfg = self.config
-        dist, value = self.model.heads(self._inputs_of(pb), agent=pb.agent,
-                                       priority=pb.priority if priority is None else priority,
-                                       generated=generated)
-        assert value is not None  # with_value defaults to True
-        logp = dist.log_prob(pb.act)  # (m,)
-        ratio = (logp - pb.logp_old).exp()
-        surrogate = torch.min(ratio * adv, ratio.clamp(1.0 - cfg.clip, 1.0 + cfg.clip) * adv)
-        v_old, ret = pb.v_old, pb.ret
-        if cfg.value_clip is None:
-            vf_loss = (value - ret).pow(2).mean()
-        else:  # Eq. 12: the pessimistic maximum of the plain and the clipped value error
-            v_clipped = v_old + (value - v_old).clamp(-cfg.value_clip, cfg.value_clip)
-            vf_loss = torch.max((value - ret).pow(2), (v_clipped - ret).pow(2)).mean()
-        return surrogate.mean(), vf_loss, dist.entropy().mean(), logp.detach()
+        return pair_losses(self.model, self.config, self._inputs_of(pb), pb, adv, priority, generated)
 
     def _advantages(self, pb: PairBatch, factor: torch.Tensor | None) -> torch.Tensor:
         """The advantages the surrogate of the pairs ``pb`` uses (normalised per agent, scaled)."""
@@ -421,22 +408,102 @@ class STEPAlgorithm(OnPolicyAlgorithm[STEPPolicy]):
                 subsets = [pb.subset(idx) for idx in self._minibatches(group)]
                 parts = [(sub, self._advantages(sub, factor)) for sub in subsets]
             for sub, adv in parts:
-                # STEP: one hypernetwork pass serves the target policy and the regulariser.
-                generated = actor.generated() if isinstance(actor, NLevelPolicy) else None
-                surrogate, vf_loss, entropy, _ = self._pair_losses(sub, adv, priority, generated)
-                loss = -surrogate - cfg.entropy * entropy + cfg.vf_coef * vf_loss
-                reg = torch.zeros(())
-                if snapshot is not None and generated is not None:
-                    reg = hypernetwork_regulariser(actor, snapshot, beta=cfg.beta,  # type: ignore[arg-type]
-                                                   current=generated[: snapshot.shape[0]])
-                    loss = loss + reg
+                loss, term = step_loss(self.model, cfg, self._inputs_of(sub), sub, adv, priority, snapshot)
                 self._gradient_step(loss, frozen)
                 steps += 1
-                terms.append(torch.stack([-surrogate, vf_loss, entropy, reg]).detach())
+                terms.append(term.detach())
         if terms:  # one conversion instead of four .item() per gradient step
             for key, column in zip(("actor", "vf", "ent", "reg"), torch.stack(terms).T.tolist(), strict=True):
                 log[key].extend(column)
         return steps
+
+
+def pair_losses(model: MultiAgentActorCritic, cfg: STEPConfig, inputs: PairInputs, pb: PairBatch,
+                adv: torch.Tensor, priority: int | None = None, generated: torch.Tensor | None = None,
+                distinct: DistinctInputs | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Clipped surrogate, value loss (Eq. 12), entropy and new log-probs of the pairs ``pb``
+    (:meth:`STEPAlgorithm._pair_losses`, whose arguments these are, with the pairs' network
+    ``inputs``). A pure function of the model's parameters and the data, so that the
+    population learner can evaluate it for every trial at once under ``torch.func.vmap``.
+
+    ``distinct``: ``inputs`` hold each distinct input of the pairs once (the population
+    learner's repeated games have a handful per group); the heads run on those, and every pair
+    reads the outputs of its input row ``distinct.rows``. The same losses, up to float rounding.
+    """
+    if distinct is None:
+        dist, value = model.heads(inputs, agent=pb.agent, priority=pb.priority if priority is None else priority,
+                                  generated=generated)
+    else:
+        dist, value = model.heads(inputs, agent=distinct.agent,
+                                  priority=distinct.priority if priority is None else priority, generated=generated)
+        dist = dist.take(distinct.rows)
+        value = None if value is None else value[distinct.rows]
+    assert value is not None  # with_value defaults to True
+    logp = dist.log_prob(pb.act)  # (m,)
+    ratio = (logp - pb.logp_old).exp()
+    surrogate = torch.min(ratio * adv, ratio.clamp(1.0 - cfg.clip, 1.0 + cfg.clip) * adv)
+    v_old, ret = pb.v_old, pb.ret
+    if cfg.value_clip is None:
+        vf_loss = (value - ret).pow(2).mean()
+    else:  # Eq. 12: the pessimistic maximum of the plain and the clipped value error
+        v_clipped = v_old + (value - v_old).clamp(-cfg.value_clip, cfg.value_clip)
+        vf_loss = torch.max((value - ret).pow(2), (v_clipped - ret).pow(2)).mean()
+    return surrogate.mean(), vf_loss, dist.entropy().mean(), logp.detach()
+
+
+@dataclass
+class DistinctInputs:
+    """Where the pairs' inputs hold each distinct input once (:func:`pair_losses`)."""
+
+    rows: torch.Tensor
+    """(m,) long: the input row of each pair."""
+    agent: torch.Tensor
+    """(U,) long: the agent of each input row."""
+    priority: torch.Tensor
+    """(U,) long: the priority position of each input row."""
+
+
+def step_loss(model: MultiAgentActorCritic, cfg: STEPConfig, inputs: PairInputs, pb: PairBatch,
+              adv: torch.Tensor, priority: int | None, snapshot: torch.Tensor | None,
+              distinct: DistinctInputs | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The loss of one gradient step on the pairs ``pb`` and its terms.
+
+    ``-surrogate - entropy * H + vf_coef * vf_loss`` plus, for STEP with a ``snapshot`` of the
+    superiors' generated parameters, the hypernetwork regulariser of Eq. 11. ``distinct``: as
+    in :func:`pair_losses`.
+
+    Returns:
+        (loss, (4,) [actor loss, value loss, entropy, regulariser]).
+    """
+    actor = model.actor
+    # STEP: one hypernetwork pass serves the target policy and the regulariser.
+    generated = actor.generated() if isinstance(actor, NLevelPolicy) else None
+    surrogate, vf_loss, entropy, _ = pair_losses(model, cfg, inputs, pb, adv, priority, generated, distinct)
+    loss = -surrogate - cfg.entropy * entropy + cfg.vf_coef * vf_loss
+    reg = torch.zeros((), device=loss.device)
+    if snapshot is not None and isinstance(actor, NLevelPolicy) and generated is not None:
+        reg = hypernetwork_regulariser(actor, snapshot, beta=cfg.beta, current=generated[: snapshot.shape[0]])
+        loss = loss + reg
+    return loss, torch.stack([-surrogate, vf_loss, entropy, reg.expand_as(vf_loss)])
+
+
+def clip_grad_norm_per_trial_(params: Sequence[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """Per-trial gradient-norm clipping of stacked parameters (leading dimension: the trial).
+
+    The population twin of ``torch.nn.utils.clip_grad_norm_``: trial k's norm is taken over
+    its own slice ``p.grad[k]`` of every parameter with a gradient, and only that slice is
+    scaled, by ``min(1, max_norm / (norm_k + 1e-6))`` as torch does. Returns the (K,) norms.
+    """
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros(0)
+    per_param = torch.stack([torch.linalg.vector_norm(g.reshape(g.shape[0], -1), 2, dim=1) for g in grads])
+    norms = torch.linalg.vector_norm(per_param, 2, dim=0)  # (K,)
+    coef = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(coef.reshape(-1, *([1] * (g.ndim - 1))))
+    return norms
 
 
 def _next_positions(buffer: ReplayBuffer, indices: np.ndarray, episode_end: np.ndarray) -> np.ndarray:

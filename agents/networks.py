@@ -21,6 +21,7 @@ baselines it is one learned vector per actor.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -182,6 +183,13 @@ class NLevelPolicy(nn.Module):
             adds ``embedding_size x hidden`` weights, independent of the number of agents.
     """
 
+    superior_slots: torch.Tensor | None = None
+    """(n_agents,) bool: the prior-action slots that hold a superior in some row of the next
+    batches, set by a caller that knows them from the batch structure; None: :meth:`embed_state`
+    reads them off the mask. :meth:`embed_state` skips the other slots (so the action encoder
+    gets no gradient from a batch of leaders). The population learner sets it: under
+    ``torch.func.vmap`` the mask cannot be inspected (a data-dependent branch)."""
+
     def __init__(self, *, obs_size: int, n_agents: int, slot_size: int, hidden: int,
                  embedding_size: int, target_hidden: int, out_size: int, gaussian: bool,
                  log_std_init: float = -0.5, agent_identity: bool = False,
@@ -299,7 +307,7 @@ class NLevelPolicy(nn.Module):
         code_part = self.code_part()  # (n, hidden)
         # Only the slots that are a superior's in some row contribute: skip the others (all
         # of them for a batch of leaders, half for the followers of a two-agent game).
-        used = (mask > 0).any(0)  # (n,)
+        used = self.superior_slots if self.superior_slots is not None else (mask > 0).any(0)  # (n,)
         if not bool(used.all()):
             table, mask, code_part = table[:, used], mask[:, used], code_part[used]
         if table.shape[1] == 0:
@@ -410,22 +418,30 @@ class MaskedDistribution:
             self.normal = torch.distributions.Normal(out, log_std.clamp(log_std_min, log_std_max).exp(),
                                                      validate_args=False)
 
-    def sample(self) -> torch.Tensor:
+    def sample(self, uniform: torch.Tensor | None = None) -> torch.Tensor:
         """(B,) long or (B, out) float.
 
         Categorical draws use the inverse CDF (one uniform per row, ``searchsorted`` on the
         cumulative probabilities): the same distribution as ``torch.multinomial``, a little
         cheaper on these tiny batches (benchmarks/bench_ops.py). ``side="right"`` never picks a
         zero-probability entry; the clamp to the last valid entry only guards float rounding at the top.
+
+        ``uniform``: (B,) draws from U[0, 1) to use instead of drawing from torch's global
+        generator (categorical only): the population learner (:mod:`agents.population`)
+        gives every trial its own random stream this way.
         """
         if self.normal is not None:
+            if uniform is not None:
+                raise ValueError("sample(uniform=...) applies to categorical distributions only")
             return self.normal.sample()
         probs = self.probs()
         cdf = probs.cumsum(-1)
-        u = torch.rand(cdf.shape[:-1] + (1,), dtype=cdf.dtype, device=cdf.device) * cdf[..., -1:]
+        if uniform is None:
+            uniform = torch.rand(cdf.shape[:-1], dtype=cdf.dtype, device=cdf.device)
+        u = uniform.to(cdf.dtype).unsqueeze(-1) * cdf[..., -1:]
         index = torch.searchsorted(cdf, u, side="right").squeeze(-1)
         if self.all_valid:
-            return index.clamp_(max=cdf.shape[-1] - 1)
+            return index.clamp(max=cdf.shape[-1] - 1)
         last_valid = self.valid.sum(-1) - 1  # valid entries are a prefix of the padded head
         return torch.minimum(index, last_valid)
 
@@ -447,6 +463,20 @@ class MaskedDistribution:
             return (self.normal.entropy() * self.valid).sum(-1)
         logits = self.logits.clamp(min=torch.finfo(self.logits.dtype).min)
         return -(logits * self.probs()).sum(-1)
+
+    def take(self, rows: torch.Tensor) -> MaskedDistribution:
+        """The distribution of rows ``rows`` (m,) long: row i of the result is row ``rows[i]``
+        of this one (the population learner evaluates each distinct input once)."""
+        out = copy.copy(self)
+        out._probs = None if self._probs is None else self._probs[rows]
+        if self.valid.ndim == 2:
+            out.valid = self.valid[rows]
+        if self.normal is not None:
+            out.normal = torch.distributions.Normal(self.normal.loc[rows], self.normal.scale[rows],
+                                                    validate_args=False)
+        else:
+            out.logits = self.logits[rows]
+        return out
 
     def probs(self) -> torch.Tensor:
         """(B, out) action probabilities (discrete only)."""

@@ -75,7 +75,7 @@ class STEPPolicy(Policy):
 
     def chain(self, obs: torch.Tensor, participating: torch.Tensor, order: torch.Tensor, *,
               greedy: bool, with_value: bool = True, with_logp: bool = True,
-              state: torch.Tensor | None = None) -> ChainResult:
+              state: torch.Tensor | None = None, uniforms: torch.Tensor | None = None) -> ChainResult:
         """Sample (or pick greedily) a joint action for a batch of time steps.
 
         STEP runs the priority chain: the agent at position p sees the actions sampled by
@@ -91,27 +91,36 @@ class STEPPolicy(Policy):
             with_value: also evaluate the critics.
             with_logp: also compute the log-probabilities of the actions (else left at 0).
             state: (B, state_dim) prepared global states (where the critics read them).
+            uniforms: (B, n_agents) U[0, 1) draws for sampling discrete actions instead of
+                torch's global generator: column p for the agent at priority position p
+                (STEP), column k for agent k (the baselines). Drawn row after row from one
+                generator, ``uniforms.T`` (STEP) or ``uniforms`` holds exactly the numbers the
+                global generator would have given (the population learner uses this).
 
         Values are the critics' outputs (normalised units with value normalisation).
         """
         if self.model.uses_prior_actions:
             return self._priority_chain(obs, participating, order, greedy=greedy,
-                                        with_value=with_value, with_logp=with_logp, state=state)
+                                        with_value=with_value, with_logp=with_logp, state=state,
+                                        uniforms=uniforms)
         return self._simultaneous(obs, participating, order, greedy=greedy, with_value=with_value,
-                                  with_logp=with_logp, state=state)
+                                  with_logp=with_logp, state=state, uniforms=uniforms)
 
-    def _empty_result(self, batch: int, device: torch.device) -> ChainResult:
+    def _empty_result(self, batch: int, like: torch.Tensor) -> ChainResult:
+        """Zeros for every result. Made with ``like.new_zeros`` (``like``: the observations)
+        so that under ``torch.func.vmap`` (the population learner) they are per-trial tensors
+        that the chain can write per-trial actions into."""
         spec, n = self.spec, self.spec.n_agents
         if spec.action_kind == "discrete":
-            act = torch.zeros(batch, n, dtype=torch.long, device=device)
+            act = like.new_zeros(batch, n, dtype=torch.long)
         else:
-            act = torch.zeros(batch, n, spec.max_action_size, device=device)
-        return ChainResult(act=act, logp=torch.zeros(batch, n, device=device),
-                           value=torch.zeros(batch, n, device=device))
+            act = like.new_zeros(batch, n, spec.max_action_size, dtype=torch.float32)
+        return ChainResult(act=act, logp=like.new_zeros(batch, n, dtype=torch.float32),
+                           value=like.new_zeros(batch, n, dtype=torch.float32))
 
     def _priority_chain(self, obs: torch.Tensor, participating: torch.Tensor, order: torch.Tensor, *,
                         greedy: bool, with_value: bool, with_logp: bool,
-                        state: torch.Tensor | None) -> ChainResult:
+                        state: torch.Tensor | None, uniforms: torch.Tensor | None = None) -> ChainResult:
         """STEP: position by position; each agent's input is built incrementally.
 
         After position p acts, phi(a^p, c_k) is added to the running sum of superior features
@@ -125,7 +134,7 @@ class STEPPolicy(Policy):
         actor = model.actor
         assert isinstance(actor, NLevelPolicy)  # internal: only STEP uses prior actions
         batch, device = obs.shape[0], obs.device
-        res = self._empty_result(batch, device)
+        res = self._empty_result(batch, obs)
         if batch == 0:
             return res
         rows = torch.arange(batch, device=device)
@@ -151,7 +160,7 @@ class STEPPolicy(Policy):
             identity = actor.identity_code(k, batch)
             out, log_std = actor.target(actor.embed(own, pooled, identity), p, generated)
             dist = model.distribution(out, log_std, k)
-            a = dist.mode() if greedy else dist.sample()
+            a = dist.mode() if greedy else dist.sample(None if uniforms is None else uniforms[:, p])
             if spec.action_kind == "box":
                 a = a * dist.valid  # padded dimensions stay 0
             agent = k if not isinstance(k, int) else (
@@ -184,10 +193,10 @@ class STEPPolicy(Policy):
 
     def _simultaneous(self, obs: torch.Tensor, participating: torch.Tensor, order: torch.Tensor, *,
                       greedy: bool, with_value: bool, with_logp: bool,
-                      state: torch.Tensor | None) -> ChainResult:
+                      state: torch.Tensor | None, uniforms: torch.Tensor | None = None) -> ChainResult:
         """Baselines: every participating agent acts at once, from its own inputs."""
         spec, model = self.spec, self.model
-        res = self._empty_result(obs.shape[0], obs.device)
+        res = self._empty_result(obs.shape[0], obs)
         rows, agent = participating.nonzero(as_tuple=True)
         if rows.numel() == 0:
             return res
@@ -197,7 +206,7 @@ class STEPPolicy(Policy):
                                    row=rows, agent=agent, priority=pos_of[rows, agent], state=state,
                                    with_value=with_value)
         dist, v = model.heads(inputs, agent=agent, priority=pos_of[rows, agent], with_value=with_value)
-        a = dist.mode() if greedy else dist.sample()
+        a = dist.mode() if greedy else dist.sample(None if uniforms is None else uniforms[rows, agent])
         if spec.action_kind == "box":
             a = a * dist.valid
         self._record(res, dist, a, v, (rows, agent), None, with_logp)
@@ -236,7 +245,7 @@ class STEPPolicy(Policy):
             state: (B, state_dim), prepared, where the critics read it.
         """
         model, spec = self.model, self.spec
-        res = self._empty_result(obs.shape[0], obs.device)
+        res = self._empty_result(obs.shape[0], obs)
         res.act = act
         rows, agent = alive.nonzero(as_tuple=True)
         if rows.numel() == 0:

@@ -5,6 +5,16 @@
     python examples/train_matrix.py --payoffs my_game.npy --trials 4   # any number of agents
     python examples/train_matrix.py --algo maddpg --game penalty --k -50 --trials 4
     python examples/train_matrix.py --set value_normalization=True entropy=0.15 --trials 100
+    python examples/train_matrix.py --trials 100 --population 50   # 2 workers, a population of 50 each
+
+``--population K`` trains K seeds together in one process as one population
+(:mod:`agents.population`: stacked parameters, every trial's learner independent), for STEP,
+MAPPO, IPPO and HAPPO; each worker trains one population at a time. The default, 1, trains every
+seed on its own as before: a trial of a population matches the single trial of its seed to
+float rounding, not bit for bit, and a population's trials reach the journal only when the
+whole population finishes, so the default keeps existing runs, their journals and their
+exact results as they were. The journal remembers which of the two made its trials. Records
+look the same either way; a population trial's ``seconds`` is its share of the population's time.
 
 The JSON holds ``{"trials": [{"seed", "greedy_joint_action", "action_probs", "is_se"}, ...]}``
 plus the configuration and the Stackelberg equilibrium of the game (leader = agent_0).
@@ -34,10 +44,16 @@ from runner.journal import (  # noqa: E402
     ResumeMismatchError,
     TrialJournal,
     check_output_path,
+    run_trial_groups,
     run_trials,
     write_json_atomically,
 )
-from runner.matrix_trials import load_payoffs_file, run_algorithm_trial  # noqa: E402
+from runner.matrix_trials import (  # noqa: E402
+    load_payoffs_file,
+    population_supported,
+    run_algorithm_population,
+    run_algorithm_trial,
+)
 
 MAX_SEED = 2**32 - 1  # NumPy's seeds are 32-bit
 
@@ -53,6 +69,7 @@ class Args:
     trials: int = 10
     steps: int = 10_000
     workers: int = 2
+    population: int = 1
     seed: int = 0
     out: str | None = None
     logdir: str | None = None
@@ -91,6 +108,9 @@ def parse_args(argv: list[str] | None = None) -> Args:
     parser.add_argument("--trials", type=int, default=10, help="number of seeds")
     parser.add_argument("--steps", type=int, default=10_000, help="environment steps per trial")
     parser.add_argument("--workers", type=int, default=2, help="processes running trials")
+    parser.add_argument("--population", type=int, default=1, metavar="K",
+                        help="train K seeds together as one population (STEP, MAPPO, IPPO, HAPPO; not with "
+                             "obs_normalization or reward_scaling); 1: every seed on its own")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first trial")
     parser.add_argument("--out", default=None,
                         help="write the JSON summary here; finished trials are kept in OUT.trials.jsonl "
@@ -118,6 +138,15 @@ def parse_args(argv: list[str] | None = None) -> Args:
             STEPConfig.matrix_games(**parse_config_overrides(ns.set))
         except (ValueError, TypeError) as exc:
             parser.error(f"--set: {exc}")
+    if ns.population <= 0:
+        parser.error(f"--population must be positive, got {ns.population}")
+    supported = ns.algo != "maddpg" and population_supported(
+        ns.algo, STEPConfig.matrix_games(variant=Variant(ns.algo), **parse_config_overrides(ns.set or [])))
+    if ns.population > 1 and not supported:
+        parser.error(f"--population {ns.population}: population training supports step, mappo, ippo and happo "
+                     "without obs_normalization and reward_scaling; use --population 1")
+    elif ns.population > 1 and ns.logdir is not None:
+        parser.error("--logdir writes one TensorBoard log per trial; use it with --population 1")
     if ns.payoffs is not None:
         try:
             load_payoffs_file(ns.payoffs)
@@ -147,6 +176,14 @@ def _trial(job: tuple[str, np.ndarray, dict | None, int, int, str | None]) -> di
                                logdir=None if logdir is None else f"{logdir}/seed_{seed}").to_dict()
 
 
+def _population(jobs: list[tuple[str, np.ndarray, dict | None, int, int, str | None]]) -> list[dict[str, Any]]:
+    """A group of trials (same algorithm, game, config and steps) trained as one population."""
+    algo, payoffs, config, steps = jobs[0][:4]
+    return [r.to_dict() for r in run_algorithm_population(
+        algo, payoffs, steps=steps, seeds=[job[4] for job in jobs],
+        config=None if config is None else STEPConfig.from_dict(config))]
+
+
 def journal_path(out: str) -> Path:
     """Where the finished trials of ``--out OUT`` are kept until the summary is written."""
     return Path(out).with_name(Path(out).name + ".trials.jsonl")
@@ -173,12 +210,18 @@ def main(argv: list[str] | None = None) -> dict:
         # settings is refused rather than mixed in.
         settings = {"script": "train_matrix", "algo": args.algo, "payoffs": payoffs.tolist(),
                     "steps": args.steps, "config": config_dict}
+        if args.population > 1:  # its trials match single trials to float rounding only
+            settings["trainer"] = "population"
         try:
             journal = TrialJournal(journal_path(args.out), settings)
         except (ResumeMismatchError, RuntimeError) as exc:
             raise SystemExit(f"error: {exc}") from None
     try:
-        trials = run_trials(jobs, _trial, workers=args.workers, journal=journal)
+        if args.population > 1:
+            trials = run_trial_groups(jobs, _population, group_size=args.population, workers=args.workers,
+                                      journal=journal)
+        else:
+            trials = run_trials(jobs, _trial, workers=args.workers, journal=journal)
     finally:
         if journal is not None:
             journal.close()

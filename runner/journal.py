@@ -7,7 +7,8 @@ the same command again resumes where the last run stopped.
   by a crash is dropped), and a journal written with other settings is refused
   (:class:`ResumeMismatchError`) rather than mixed with this run's trials.
 * :func:`run_trials` -- runs the trials not yet in the journal, in this process or in a pool
-  of worker processes. SIGINT (Ctrl-C) and SIGTERM stop it cleanly: the workers are killed,
+  of worker processes; :func:`run_trial_groups` the same for trials trained in groups
+  (populations, :mod:`agents.population`), journaled as each group finishes. SIGINT (Ctrl-C) and SIGTERM stop it cleanly: the workers are killed,
   the finished trials stay in the journal, and the process exits with status 128 + signal
   number after saying how to resume.
 * :func:`check_output_path` -- fail before training, not after, when the output cannot be
@@ -41,6 +42,7 @@ __all__ = [
     "ResumeMismatchError",
     "TrialJournal",
     "check_output_path",
+    "run_trial_groups",
     "run_trials",
     "write_json_atomically",
     "write_text_atomically",
@@ -234,13 +236,24 @@ def worker_ignores_interrupts() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-def _call(task: tuple[Callable[[Any], dict[str, Any]], str, Any]) -> tuple[str, dict[str, Any] | None, str]:
-    """Run one trial in a worker; a failure comes back as text naming the trial."""
-    fn, key, job = task
+def _call(task: tuple[Callable[[Any], list[dict[str, Any]]], list[str], Any]
+          ) -> tuple[list[str], list[dict[str, Any]] | None, str]:
+    """Run one group of trials in a worker; a failure comes back as text naming the trials."""
+    fn, keys, jobs = task
     try:
-        return key, fn(job), ""
+        return keys, fn(jobs), ""
     except Exception:
-        return key, None, traceback.format_exc()
+        return keys, None, traceback.format_exc()
+
+
+class _Single:
+    """``fn`` of one trial as a function of a group of one (picklable for the pool)."""
+
+    def __init__(self, fn: Callable[[Any], dict[str, Any]]) -> None:
+        self.fn = fn
+
+    def __call__(self, jobs: list[Any]) -> list[dict[str, Any]]:
+        return [self.fn(job) for job in jobs]
 
 
 def run_trials(
@@ -264,32 +277,74 @@ def run_trials(
     ``SystemExit(128 + signal number)`` is raised. If a trial fails, the pool is stopped and a
     ``RuntimeError`` with the trial's key and traceback is raised; finished trials stay kept.
     """
+    return run_trial_groups(jobs, _Single(fn), group_size=1, workers=workers, journal=journal, desc=desc)
+
+
+def run_trial_groups(
+    jobs: Sequence[tuple[str, Any]],
+    fn: Callable[[list[Any]], list[dict[str, Any]]],
+    *,
+    group_size: int,
+    workers: int,
+    journal: TrialJournal | None,
+    group_of: Callable[[Any], Any] | None = None,
+    desc: str = "trials",
+) -> list[dict[str, Any]]:
+    """:func:`run_trials` for trials that run in groups (populations trained together).
+
+    The jobs not yet in the journal are split, in job order, into groups of at most
+    ``group_size`` consecutive jobs with the same ``group_of(job)`` (all together if None);
+    ``fn(list of jobs)`` runs a group and returns one record per job, in order. A group's
+    records are journaled when the group finishes, so an interrupted run loses at most the
+    groups in flight, and its resumption groups only the missing trials.
+
+    Raises:
+        ValueError: ``group_size`` or ``workers`` below 1 (naming the value), or ``fn``
+            returning a wrong number of records.
+    """
+    if group_size < 1:
+        raise ValueError(f"group_size={group_size!r} must be at least 1")
+    if workers < 1:
+        raise ValueError(f"workers={workers!r} must be at least 1")
     done: dict[str, dict[str, Any]] = dict(journal.finished) if journal is not None else {}
     pending = [(key, job) for key, job in jobs if key not in done]
     if journal is not None and len(pending) < len(jobs):
         print(f"resuming: {len(jobs) - len(pending)} of {len(jobs)} trials already finished in {journal.path}",
               file=sys.stderr)
+    groups: list[list[tuple[str, Any]]] = []
+    for key, job in pending:
+        label = group_of(job) if group_of is not None else None
+        last = groups[-1] if groups else None
+        if last is not None and len(last) < group_size and (group_of is None or group_of(last[0][1]) == label):
+            last.append((key, job))
+        else:
+            groups.append([(key, job)])
     from tqdm import tqdm
 
     progress = tqdm(total=len(jobs), initial=len(jobs) - len(pending), desc=desc)
     pool = None
     try:
         with signals_interrupt():
-            if workers == 1 or len(pending) <= 1:
+            tasks = [(fn, [key for key, _ in group], [job for _, job in group]) for group in groups]
+            if workers == 1 or len(groups) <= 1:
                 # In this process an exception keeps its own type and traceback.
-                results: Iterator[tuple[str, dict[str, Any] | None, str]] = (
-                    (key, fn(job), "") for key, job in pending
+                results: Iterator[tuple[list[str], list[dict[str, Any]] | None, str]] = (
+                    (keys, fn(group_jobs), "") for _, keys, group_jobs in tasks
                 )
             else:
-                pool = multiprocessing.Pool(min(workers, len(pending)), initializer=worker_ignores_interrupts)
-                results = pool.imap_unordered(_call, [(fn, key, job) for key, job in pending])
-            for key, record, error in results:
-                if record is None:
-                    raise RuntimeError(f"trial {key} failed:\n{error}")
-                if journal is not None:
-                    journal.record(key, record)
-                done[key] = record
-                progress.update()
+                pool = multiprocessing.Pool(min(workers, len(groups)), initializer=worker_ignores_interrupts)
+                results = pool.imap_unordered(_call, tasks)
+            for keys, records, error in results:
+                if records is None:
+                    name = keys[0] if len(keys) == 1 else f"group {keys[0]} .. {keys[-1]}"
+                    raise RuntimeError(f"trial {name} failed:\n{error}")
+                if len(records) != len(keys):
+                    raise ValueError(f"a group of {len(keys)} trials returned {len(records)} records")
+                for key, record in zip(keys, records, strict=True):
+                    if journal is not None:
+                        journal.record(key, record)
+                    done[key] = record
+                progress.update(len(keys))
     except Interrupted as exc:
         _stop(pool)
         progress.close()

@@ -89,6 +89,68 @@ def run_matrix_trial(payoffs: np.ndarray, *, config: STEPConfig, steps: int, see
                        is_se=tuple(joint) == tuple(se), seconds=seconds)
 
 
+def population_supported(algo: str, config: STEPConfig | None = None) -> bool:
+    """Whether ``algo`` (with ``config``, default its matrix-game preset) can be trained as a
+    population (:mod:`agents.population`); otherwise its trials run one at a time."""
+    if algo == "maddpg":
+        return False
+    from agents.config import Variant
+    from agents.population import check_population_config
+
+    try:
+        check_population_config(config if config is not None else STEPConfig.matrix_games(variant=Variant(algo)))
+    except ValueError:
+        return False
+    return True
+
+
+def run_matrix_population(payoffs: np.ndarray, *, config: STEPConfig, steps: int, seeds: list[int],
+                          episode_length: int = 25) -> list[TrialResult]:
+    """:func:`run_matrix_trial` for every seed, the trials trained together as one population
+    (:func:`agents.population.train_population`, over a :class:`~runner.matrix_venv.MatrixGameVectorEnv`).
+
+    Trial k's result is (to float rounding) that of ``run_matrix_trial(..., seed=seeds[k])``;
+    its ``seconds`` is the population's training time divided by the number of trials.
+
+    Raises:
+        ValueError: for an empty or repeated seed list, or a config the population learner
+            does not train (:func:`agents.population.check_population_config`).
+    """
+    from agents.population import check_seeds, train_population
+    from agents.training import critics_read_state
+    from runner.matrix_venv import MatrixGameVectorEnv
+
+    payoffs = np.asarray(payoffs, dtype=np.float64)
+    seeds = check_seeds(seeds)
+    with_state = critics_read_state(config, MatrixGame(payoffs, episode_length=episode_length))
+    start = time.perf_counter()
+    models = train_population(
+        lambda: MatrixGame(payoffs, episode_length=episode_length), config=config, total_steps=steps, seeds=seeds,
+        venv_fn=lambda fns: MatrixGameVectorEnv(payoffs, len(fns), episode_length=episode_length,
+                                                with_state=with_state))
+    seconds = (time.perf_counter() - start) / len(seeds)
+    se, _ = stackelberg_equilibrium(payoffs)
+    results = []
+    for seed, model in zip(seeds, models, strict=True):
+        joint, probs = matrix_game_report(model, MatrixGame(payoffs, episode_length=episode_length))
+        results.append(TrialResult(seed=seed, greedy_joint_action=list(joint), action_probs=probs,
+                                   is_se=tuple(joint) == tuple(se), seconds=seconds))
+    return results
+
+
+def run_algorithm_population(algo: str, payoffs: np.ndarray, *, steps: int, seeds: list[int],
+                             config: STEPConfig | None = None) -> list[TrialResult]:
+    """:func:`run_algorithm_trial` for every seed: one population where ``algo`` supports it
+    (:func:`population_supported`), else the trials one after another."""
+    if config is None and algo != "maddpg":
+        from agents.config import Variant
+
+        config = STEPConfig.matrix_games(variant=Variant(algo))
+    if config is not None and population_supported(algo, config):
+        return run_matrix_population(payoffs, config=config, steps=steps, seeds=seeds)
+    return [run_algorithm_trial(algo, payoffs, steps=steps, seed=seed, config=config) for seed in seeds]
+
+
 def run_algorithm_trial(algo: str, payoffs: np.ndarray, *, steps: int, seed: int,
                         config: STEPConfig | None = None, logdir: str | None = None) -> TrialResult:
     """One matrix-game trial of ``algo``: ``"maddpg"`` (:mod:`agents.maddpg`, its default

@@ -1,0 +1,129 @@
+"""Benchmark: many seeds at once. One trial vs. 100 trials trained as one population, and an
+estimate of the default ``examples/reproduce_matrix.py`` run.
+
+    python benchmarks/bench_population.py                  # 100 trials, estimate with K = 50
+    python benchmarks/bench_population.py --trials 20 --no-estimate
+    python benchmarks/bench_population.py --scripts        # also time the two script commands
+
+Everything is measured in this process, one thing after another, after a warm-up that pays
+the one-time costs (imports, numba compilation of Tianshou's buffer code): the times are
+ratios of the same machine in the same state (other load included).
+
+1. ``train_matrix.py``'s STEP trial (Penalty k=-100, 10,000 steps, ``STEPConfig.matrix_games()``):
+   one trial on its own (:func:`runner.matrix_trials.run_matrix_trial`, the median of
+   ``--single`` seeds) against ``--trials`` trials as one population
+   (:func:`runner.matrix_trials.run_matrix_population`). Target: ratio <= 10.
+2. The default reproduction (5 algorithms x 6 settings x 100 trials, ``--workers 2``,
+   ``--population 50``): STEP, MAPPO, IPPO and HAPPO measured as one population of
+   ``--estimate-k`` trials each, MADDPG (no population training) as single trials; the estimate
+   is (seconds per trial) x 600 trials per algorithm / 2 workers, summed (it assumes two
+   free cores: both workers run at full speed).
+
+``--scripts`` also runs ``train_matrix.py --trials 1`` and ``train_matrix.py --trials 100
+--population 100 --workers 1`` as subprocesses, one after the other: the wall time of one trial
+of the same script, process start and warm-up (about 10 s here) included in both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+
+from agents.config import STEPConfig, Variant  # noqa: E402
+from envs import matrix  # noqa: E402
+from runner.matrix_trials import run_algorithm_trial, run_matrix_population, run_matrix_trial  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+REPRODUCTION_TRIALS = 600  # per algorithm: 6 settings x 100 trials
+REPRODUCTION_WORKERS = 2
+
+
+def _single_seconds(algo: str, payoffs: object, steps: int, seeds: list[int]) -> float:
+    """Median wall seconds of single trials of ``algo``."""
+    times = []
+    for seed in seeds:
+        start = time.perf_counter()
+        run_algorithm_trial(algo, payoffs, steps=steps, seed=seed)  # type: ignore[arg-type]
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _population_seconds(algo: str, payoffs: object, steps: int, k: int, first_seed: int) -> float:
+    """Wall seconds of one population of ``k`` trials of ``algo``."""
+    start = time.perf_counter()
+    run_matrix_population(payoffs, config=STEPConfig.matrix_games(variant=Variant(algo)), steps=steps,  # type: ignore[arg-type]
+                          seeds=list(range(first_seed, first_seed + k)))
+    return time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--trials", type=int, default=100, help="trials of the population (K)")
+    parser.add_argument("--single", type=int, default=3, help="single trials timed (median)")
+    parser.add_argument("--steps", type=int, default=10_000, help="environment steps per trial")
+    parser.add_argument("--estimate-k", type=int, default=50, help="population size of the reproduction estimate")
+    parser.add_argument("--no-estimate", action="store_true", help="skip the reproduction estimate")
+    parser.add_argument("--scripts", action="store_true", help="also time the train_matrix.py commands")
+    args = parser.parse_args(argv)
+    for name in ("trials", "single", "steps", "estimate_k"):
+        if getattr(args, name) <= 0:
+            parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    payoffs = matrix.penalty(-100.0)
+    config = STEPConfig.matrix_games()
+
+    # Warm-up: imports, numba, first-call costs of both paths.
+    run_matrix_trial(payoffs, config=config, steps=800, seed=10_000)
+    run_matrix_population(payoffs, config=config, steps=800, seeds=[10_000, 10_001])
+
+    one = _single_seconds("step", payoffs, args.steps, [10_001 + i for i in range(args.single)])
+    many = _population_seconds("step", payoffs, args.steps, args.trials, 0)
+    print(f"STEP, Penalty k=-100, {args.steps} steps per trial (train_matrix.py's trial):")
+    print(f"  one trial on its own:             {one:7.2f} s (median of {args.single})")
+    print(f"  {args.trials} trials as one population:  {many:7.2f} s ({many / args.trials:.3f} s per trial)")
+    print(f"  ratio {args.trials} trials / one trial:     {many / one:7.2f}   (target <= 10 for 100 trials)")
+
+    if not args.no_estimate:
+        k = args.estimate_k
+        per_trial: dict[str, float] = {}
+        how: dict[str, str] = {}
+        for algo in ("step", "mappo", "ippo", "happo"):
+            per_trial[algo] = _population_seconds(algo, payoffs, args.steps, k, 20_000) / k
+            how[algo] = f"population of {k}"
+        per_trial["maddpg"] = _single_seconds("maddpg", payoffs, args.steps, [20_000])
+        how["maddpg"] = "single trial"
+        print(f"\ndefault reproduce_matrix.py ({REPRODUCTION_TRIALS} trials per algorithm, "
+              f"{REPRODUCTION_WORKERS} workers, --population {k}), estimated:")
+        total = 0.0
+        for algo, seconds in per_trial.items():
+            minutes = seconds * REPRODUCTION_TRIALS / REPRODUCTION_WORKERS / 60
+            total += minutes
+            print(f"  {algo:6} {seconds:6.3f} s per trial ({how[algo]:28}) -> {minutes:6.1f} min")
+        print(f"  total                                                   -> {total:6.1f} min "
+              "(target <= 30)")
+
+    if args.scripts:
+        script = str(ROOT / "examples" / "train_matrix.py")
+        walls = {}
+        commands = {"--trials 1": ["--trials", "1"],
+                    "--trials 100 --population 100 --workers 1": ["--trials", "100", "--population", "100",
+                                                                  "--workers", "1"]}
+        for label, options in commands.items():
+            start = time.perf_counter()
+            subprocess.run([sys.executable, script, *options, "--steps", str(args.steps)],
+                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            walls[label] = time.perf_counter() - start
+        one_script, many_script = walls.values()
+        print("\ntrain_matrix.py wall time (process start and warm-up included):")
+        for label, wall in walls.items():
+            print(f"  {label:44} {wall:7.2f} s")
+        print(f"  ratio {many_script / one_script:.2f} (target <= 10)")
+
+
+if __name__ == "__main__":
+    main()
