@@ -383,6 +383,7 @@ class MaskedDistribution:
         self.kind = kind
         self.valid = valid
         self.all_valid = all_valid
+        self.log_std_bounds = (log_std_min, log_std_max)
         self._probs: torch.Tensor | None = None
         self.normal: torch.distributions.Normal | None = None
         if kind == "discrete":
@@ -431,6 +432,29 @@ class MaskedDistribution:
             return (self.normal.entropy() * self.valid).sum(-1)
         logits = self.logits.clamp(min=torch.finfo(self.logits.dtype).min)
         return -(logits * self.probs()).sum(-1)
+
+    def rows(self, idx: torch.Tensor) -> MaskedDistribution:
+        """The distribution of the rows ``idx`` only."""
+        valid = self.valid[idx] if self.valid.ndim == 2 else self.valid
+        low, high = self.log_std_bounds
+        if self.normal is not None:
+            return MaskedDistribution(kind=self.kind, out=self.normal.loc[idx], log_std=self.normal.scale[idx].log(),
+                                      valid=valid, all_valid=self.all_valid, log_std_min=low, log_std_max=high)
+        # The normalised logits of a row normalise to themselves (masked entries stay masked).
+        return MaskedDistribution(kind=self.kind, out=self.logits[idx], log_std=None, valid=valid,
+                                  all_valid=self.all_valid, log_std_min=low, log_std_max=high)
+
+    def kl_divergence(self, other: MaskedDistribution) -> torch.Tensor:
+        """(B,) KL(self || other) of two distributions over the same rows."""
+        if self.normal is not None:
+            if other.normal is None:
+                raise ValueError("KL divergence between a Gaussian and a categorical distribution")
+            kl = torch.distributions.kl_divergence(self.normal, other.normal)
+            return (kl * self.valid).sum(-1)
+        if other.normal is not None:
+            raise ValueError("KL divergence between a categorical and a Gaussian distribution")
+        # Masked entries have probability 0 here: 0 * (log 0 - log 0) must not become NaN.
+        return (self.probs() * (self.logits - other.logits)).nan_to_num().sum(-1)
 
     def probs(self) -> torch.Tensor:
         """(B, out) action probabilities (discrete only)."""
