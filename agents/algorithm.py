@@ -26,6 +26,13 @@ generated policies where their own updates (earlier in this iteration) left them
 snapshot covers both the hypernetwork weights and the embeddings e^j, i.e. it protects the
 generated policy parameters, which is what catastrophic forgetting would damage.
 
+The policy anchor (``STEPConfig.policy_anchor``, off by default): during the update of
+position i, policy_anchor * KL(pi_before^j || pi^j), averaged over the batch's pairs of every
+other position j, is added to the loss; pi_before^j is recorded just before position i's
+update. The regulariser above keeps H(e^j) in place, but the shared state embedding E moves
+every position's input, and nothing protects the subordinates j > i: on the random matrix
+games a leader's update moved the followers' policies as much as their own updates did.
+
 Baselines: MAPPO and IPPO do one joint update over all pairs; HAPPO updates the agents one by
 one in a fresh random order each iteration, multiplying each agent's advantage by the product
 of the probability ratios (new/old) of the agents updated before it in this iteration.
@@ -47,7 +54,7 @@ from agents.config import STEPConfig, Variant
 from agents.encoding import encode_joint_action, position_of
 from agents.gae import per_agent_gae
 from agents.model import MultiAgentActorCritic, PairInputs
-from agents.networks import NLevelPolicy
+from agents.networks import MaskedDistribution, NLevelPolicy
 from agents.normalization import RunningMeanStd
 from agents.policy import STEPPolicy, batch_tensors
 
@@ -397,6 +404,9 @@ class STEPAlgorithm(OnPolicyAlgorithm[STEPPolicy]):
         if priority is not None and priority > 0 and cfg.beta > 0 and isinstance(actor, NLevelPolicy):
             with torch.no_grad():
                 snapshot = actor.generated(torch.arange(priority)).clone()  # (i-1, n_generated)
+        # Agent by agent also for the policies: while this position learns, the shared
+        # parameters it moves must not carry the other positions' policies along.
+        anchor = self._anchor(pb, priority) if priority is not None and cfg.policy_anchor > 0 else None
         # One minibatch: the same pairs every epoch, gathered and their advantages prepared once.
         whole = pb.subset(group) if self._single_minibatch(group.numel()) else None
         whole_parts = [(whole, self._advantages(whole, factor))] if whole is not None else None
@@ -407,8 +417,11 @@ class STEPAlgorithm(OnPolicyAlgorithm[STEPPolicy]):
             if parts is None:
                 subsets = [pb.subset(idx) for idx in self._minibatches(group)]
                 parts = [(sub, self._advantages(sub, factor)) for sub in subsets]
-            for sub, adv in parts:
+            anchor_parts = anchor.chunks(len(parts), self._generator) if anchor is not None else []
+            for k, (sub, adv) in enumerate(parts):
                 loss, term = step_loss(self.model, cfg, self._inputs_of(sub), sub, adv, priority, snapshot)
+                if k < len(anchor_parts):
+                    loss = loss + cfg.policy_anchor * self._anchor_divergence(*anchor_parts[k])
                 self._gradient_step(loss, frozen)
                 steps += 1
                 terms.append(term.detach())
@@ -416,6 +429,42 @@ class STEPAlgorithm(OnPolicyAlgorithm[STEPPolicy]):
             for key, column in zip(("actor", "vf", "ent", "reg"), torch.stack(terms).T.tolist(), strict=True):
                 log[key].extend(column)
         return steps
+
+    def _anchor(self, pb: PairBatch, priority: int) -> PolicyAnchor | None:
+        """The batch's pairs of every position other than ``priority`` and their policies
+        now, just before that position's update (:attr:`STEPConfig.policy_anchor`); None if
+        the batch has no such pairs."""
+        others = torch.arange(pb.row.numel())[pb.priority != priority]
+        if others.numel() == 0:
+            return None
+        pairs = pb.subset(others)
+        with torch.no_grad():
+            before, _ = self.model.heads(self._inputs_of(pairs), agent=pairs.agent, priority=pairs.priority,
+                                         with_value=False)
+        return PolicyAnchor(pairs=pairs, before=before)
+
+    def _anchor_divergence(self, pairs: PairBatch, before: MaskedDistribution) -> torch.Tensor:
+        """Mean KL(pi_before || pi_now) over ``pairs`` (a chunk of a :class:`PolicyAnchor`)."""
+        now, _ = self.model.heads(self._inputs_of(pairs), agent=pairs.agent, priority=pairs.priority,
+                                  with_value=False)
+        return before.kl_divergence(now).mean()
+
+
+@dataclass
+class PolicyAnchor:
+    """What :attr:`STEPConfig.policy_anchor` holds other positions' policies to during one
+    position's update: their pairs in the batch and their policies before the update."""
+
+    pairs: PairBatch
+    before: MaskedDistribution
+
+    def chunks(self, count: int, generator: torch.Generator) -> list[tuple[PairBatch, MaskedDistribution]]:
+        """The pairs in ``count`` random chunks (one per minibatch of the update, so that a
+        gradient step evaluates a share of them, not all); one chunk: all, unshuffled."""
+        if count == 1:
+            return [(self.pairs, self.before)]
+        perm = torch.randperm(self.pairs.row.numel(), generator=generator)
+        return [(self.pairs.subset(idx), self.before.take(idx)) for idx in perm.chunk(count) if idx.numel()]
 
 
 def pair_losses(model: MultiAgentActorCritic, cfg: STEPConfig, inputs: PairInputs, pb: PairBatch,

@@ -101,6 +101,22 @@ class STEPConfig:
     ``lr * superior_lr_scale ** (n_agents - 1 - p)``: with a value below 1 every superior moves
     more slowly than the agents below it, so that followers can track their best responses to
     what the leaders do (two-timescale Stackelberg learning). 1.0: one rate for every position."""
+    policy_anchor: float = 0.0
+    """STEP: weight of KL(pi_before^j || pi^j), averaged over the batch's pairs of every other
+    priority position j, added to the loss of each position's update (pi_before^j: position
+    j's policy just before this update began). 0: off (the paper's update).
+
+    Why: every position's update moves the shared state embedding E and hypernetwork H, and
+    Eq. 11's regulariser protects only the superiors' generated parameters H(e^j), not what
+    E does to their inputs, nor the subordinates at all. Measured on a random 3-agent game
+    (make_random_games.py --seed 7, three_int80, seed 0): one leader update changed the last
+    follower's policy by a total variation of 0.13-0.32 (mean over its 12 contexts), as much
+    as or more than the follower's own update, so small payoff differences between a
+    follower's actions drowned in this drift and followers settled on wrong replies. The
+    anchor makes the update agent by agent for the policies themselves, as Algorithm 1
+    intends. Its value and gradient are zero where an update starts, so the first gradient
+    step is unchanged. Costs one more actor pass over the other positions' pairs per
+    gradient step (with minibatches, over a share of them). See docs/RESULTS.md."""
     minibatch_size: int | None = None
     """Pairs (time step, agent) per gradient step; overrides ``minibatches`` when set. With a
     size instead of a count, every variant takes the same number of gradient steps per
@@ -138,6 +154,8 @@ class STEPConfig:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ValueError(f"{name}={value!r} must be positive (or None where allowed)")
+        if not self.policy_anchor >= 0.0:
+            raise ValueError(f"policy_anchor={self.policy_anchor!r} must be >= 0 (0 turns it off)")
         if not self.log_std_min < 2.0:
             raise ValueError(f"log_std_min={self.log_std_min!r} must be below the ceiling 2.0")
         if self.log_std_source not in ("generated", "priority"):

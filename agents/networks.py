@@ -478,6 +478,18 @@ class MaskedDistribution:
             out.logits = self.logits[rows]
         return out
 
+    def kl_divergence(self, other: MaskedDistribution) -> torch.Tensor:
+        """(B,) KL(self || other) of two distributions over the same rows."""
+        if self.normal is not None:
+            if other.normal is None:
+                raise ValueError("KL divergence between a Gaussian and a categorical distribution")
+            kl = torch.distributions.kl_divergence(self.normal, other.normal)
+            return (kl * self.valid).sum(-1)
+        if other.normal is not None:
+            raise ValueError("KL divergence between a categorical and a Gaussian distribution")
+        # Masked entries have probability 0 here: 0 * (log 0 - log 0) must not become NaN.
+        return (self.probs() * (self.logits - other.logits)).nan_to_num().sum(-1)
+
     def probs(self) -> torch.Tensor:
         """(B, out) action probabilities (discrete only)."""
         if self._probs is None:

@@ -94,6 +94,9 @@ def check_population_config(config: STEPConfig, spec: JointSpec | None = None) -
         if getattr(config, name):
             raise ValueError(f"{name}=True: population training does not keep these running statistics "
                              "per trial yet; set it to False or train one trial at a time")
+    if config.policy_anchor > 0:
+        raise ValueError(f"policy_anchor={config.policy_anchor!r}: population training has no policy anchor "
+                         "yet; set it to 0 or train one trial at a time")
     if config.variant is not Variant.STEP and (config.minibatch_size is not None or config.minibatches != 1):
         # MAPPO, IPPO: per-trial minibatches would mix agents differently per trial; HAPPO:
         # the trials update different agents at a time, and only those trials may draw.

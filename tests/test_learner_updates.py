@@ -475,3 +475,89 @@ def test_where_the_log_std_lives_decides_which_updates_move_it(source: str) -> N
 def test_log_std_source_is_checked() -> None:
     with pytest.raises(ValueError, match="log_std_source='free'; expected 'generated' or 'priority'"):
         STEPConfig(log_std_source="free")
+
+# --- the policy anchor ----------------------------------------------------------------------
+
+def test_kl_divergence_by_hand() -> None:
+    from agents.networks import MaskedDistribution
+
+    # Categorical, the third entry masked out: p = (1/2, 1/2), q = (1/4, 3/4).
+    valid = torch.tensor([True, True, False])
+    p = MaskedDistribution(kind="discrete", out=torch.log(torch.tensor([[0.5, 0.5, 0.3]])), log_std=None,
+                           valid=valid)
+    q = MaskedDistribution(kind="discrete", out=torch.log(torch.tensor([[0.25, 0.75, 0.9]])), log_std=None,
+                           valid=valid)
+    by_hand = 0.5 * math.log(0.5 / 0.25) + 0.5 * math.log(0.5 / 0.75)
+    assert p.kl_divergence(q).item() == pytest.approx(by_hand, rel=1e-5)
+    assert p.kl_divergence(p).item() == pytest.approx(0.0, abs=1e-7)
+    # Gaussian, the second dimension padded: KL(N(0, 1) || N(1, 2^2)) = log 2 + (1 + 1) / 8 - 1/2.
+    g_valid = torch.tensor([1.0, 0.0])
+    g_p = MaskedDistribution(kind="box", out=torch.zeros(1, 2), log_std=torch.zeros(1, 2), valid=g_valid)
+    g_q = MaskedDistribution(kind="box", out=torch.tensor([[1.0, 5.0]]),
+                             log_std=torch.tensor([[math.log(2.0), 1.0]]), valid=g_valid)
+    assert g_p.kl_divergence(g_q).item() == pytest.approx(math.log(2.0) + 2.0 / 8.0 - 0.5, rel=1e-5)
+    with pytest.raises(ValueError, match="Gaussian"):
+        p.kl_divergence(g_q)
+
+
+def test_take_rows_of_a_distribution() -> None:
+    from agents.networks import MaskedDistribution
+
+    out = torch.randn(4, 3)
+    valid = torch.tensor([[True, True, False]] * 4)
+    dist = MaskedDistribution(kind="discrete", out=out, log_std=None, valid=valid)
+    idx = torch.tensor([2, 0])
+    sub = MaskedDistribution(kind="discrete", out=out[idx], log_std=None, valid=valid[idx])
+    assert torch.allclose(dist.take(idx).probs(), sub.probs())
+    log_std = torch.randn(4, 3)
+    gauss = MaskedDistribution(kind="box", out=out, log_std=log_std, valid=valid.float())
+    rows = gauss.take(idx)
+    assert rows.normal is not None and gauss.normal is not None
+    # The spread as the whole distribution has it (log-stds clamped to [log_std_min, 2]).
+    assert torch.equal(rows.normal.scale, gauss.normal.scale[idx])
+    assert torch.equal(rows.normal.scale, log_std[idx].clamp(-5.0, 2.0).exp())
+    assert torch.equal(rows.normal.loc, out[idx]) and torch.equal(rows.valid, valid.float()[idx])
+
+
+def test_policy_anchor_is_zero_at_the_start_of_an_update_and_holds_the_others() -> None:
+    """KL(pi_before || pi) and its gradient vanish where the update starts, so the first
+    gradient step is the one without the anchor; over several steps the other positions'
+    policies move less with it than without."""
+
+    def update_follower(anchor: float, epochs: int) -> tuple[list[float], float]:
+        learner, _ = _learner(STEPConfig(epochs=epochs, policy_anchor=anchor))
+        algo, model = learner.algorithm, learner.model
+        batch, buffer, indices = _collect(learner, episodes=2)
+        algo._preprocess_batch(batch, buffer, indices)
+        pb = algo._pairs
+        others = torch.nonzero(pb.priority != 1).squeeze(1)
+        sub = pb.subset(others)
+        with torch.no_grad():
+            before, _ = model.heads(sub.inputs, agent=sub.agent, priority=sub.priority, with_value=False)
+        losses: list[float] = []
+        original = algo._gradient_step
+
+        def spy(loss: torch.Tensor, frozen: list[torch.nn.Parameter]) -> None:
+            losses.append(loss.item())
+            original(loss, frozen)
+
+        algo._gradient_step = spy  # type: ignore[method-assign]
+        group = torch.nonzero(pb.priority == 1).squeeze(1)
+        algo._update_group(pb, group, epochs, {"actor": [], "vf": [], "ent": [], "reg": []}, priority=1)
+        with torch.no_grad():
+            after, _ = model.heads(sub.inputs, agent=sub.agent, priority=sub.priority, with_value=False)
+        return losses, before.kl_divergence(after).mean().item()
+
+    plain_losses, plain_moved = update_follower(0.0, epochs=1)
+    anchored_losses, anchored_moved = update_follower(100.0, epochs=1)
+    assert anchored_losses == pytest.approx(plain_losses, rel=1e-6)
+    assert anchored_moved == pytest.approx(plain_moved, rel=1e-4), "one step: the same step"
+    _, plain_moved = update_follower(0.0, epochs=10)
+    _, anchored_moved = update_follower(100.0, epochs=10)
+    assert plain_moved > 0.0
+    assert anchored_moved < 0.5 * plain_moved
+
+
+def test_policy_anchor_must_not_be_negative() -> None:
+    with pytest.raises(ValueError, match="policy_anchor"):
+        STEPConfig(policy_anchor=-1.0)

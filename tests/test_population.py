@@ -323,6 +323,8 @@ def test_bad_input_is_a_value_error_naming_the_value() -> None:
         check_population_config(STEPConfig.matrix_games(variant=Variant.HAPPO, minibatches=2))
     with pytest.raises(ValueError, match="reward_scaling"):
         check_population_config(STEPConfig.matrix_games(reward_scaling=True))
+    with pytest.raises(ValueError, match="policy_anchor=10.0"):
+        check_population_config(STEPConfig.matrix_games(policy_anchor=10.0))
     with pytest.raises(ValueError, match="minibatches=2"):
         check_population_config(STEPConfig.matrix_games(variant=Variant.MAPPO, minibatches=2))
     with pytest.raises(ValueError, match="total_steps=0"):
