@@ -261,12 +261,7 @@ class STMGEnv(AECEnv):  # type: ignore[misc]
         A rejected action raises ``ValueError`` and changes nothing. After an error that stopped
         the episode (see the module docstring) it raises ``RuntimeError`` until ``reset()``.
         """
-        if self._halted is not None:
-            raise RuntimeError(f"step() refused: {self._halted}; call reset() to start a new episode")
-        if not self._ready:
-            raise RuntimeError("step() called before reset(); call reset() first")
-        if not self.agents:
-            raise RuntimeError("step() called but no agent is left; call reset() to start a new episode")
+        self._refuse_outside_an_episode("step()")
         agent = self.agent_selection
         if agent is None:  # cannot happen while agents remain; keeps the types honest
             raise RuntimeError("no agent is selected; call reset()")
@@ -279,12 +274,7 @@ class STMGEnv(AECEnv):  # type: ignore[misc]
             self._was_dead_step(None)
             return
         self.encoder.validate_action(agent, action)
-
-        self._cumulative_rewards[agent] = 0.0
-        self.prior_actions[agent] = action
-        k = self.encoder.index[agent]
-        self.encoder.codecs[agent].encode(action, self._table[k])
-        self._mask[k] = 1.0
+        self._record_action(agent, action)
         self._position += 1
         if self._position < len(self.current_order):
             self.agent_selection = self.current_order[self._position]
@@ -292,8 +282,25 @@ class STMGEnv(AECEnv):  # type: ignore[misc]
             return
         self._close_time_step()
 
+    def _refuse_outside_an_episode(self, call: str) -> None:
+        """Raise ``RuntimeError`` naming ``call`` unless an episode is under way and not halted."""
+        if self._halted is not None:
+            raise RuntimeError(f"{call} refused: {self._halted}; call reset() to start a new episode")
+        if not self._ready:
+            raise RuntimeError(f"{call} called before reset(); call reset() first")
+        if not self.agents:
+            raise RuntimeError(f"{call} called but no agent is left; call reset() to start a new episode")
+
+    def _record_action(self, agent: str, action: Any) -> None:
+        """Take ``agent``'s (already validated) action into this time step."""
+        self._cumulative_rewards[agent] = 0.0
+        self.prior_actions[agent] = action
+        k = self.encoder.index[agent]
+        self.encoder.codecs[agent].encode(action, self._table[k])
+        self._mask[k] = 1.0
+
     def step_time_step(self, actions: Mapping[str, Any]) -> None:
-        """Play the rest of a whole time step at once: exactly what ``step(actions[a])`` for each
+        """Play a whole time step at once: exactly what ``step(actions[a])`` for each
         agent ``a`` of ``current_order`` in turn would do, with fewer Python round trips.
 
         For learners that choose the joint action themselves, already in priority order (each
@@ -303,12 +310,7 @@ class STMGEnv(AECEnv):  # type: ignore[misc]
         agent of ``current_order`` (extra keys are an error). Every action is checked before
         anything changes: a rejected call raises ``ValueError`` and leaves the wrapper as it was.
         """
-        if self._halted is not None:
-            raise RuntimeError(f"step_time_step() refused: {self._halted}; call reset() to start a new episode")
-        if not self._ready:
-            raise RuntimeError("step_time_step() called before reset(); call reset() first")
-        if not self.agents:
-            raise RuntimeError("step_time_step() called but no agent is left; call reset() to start a new episode")
+        self._refuse_outside_an_episode("step_time_step()")
         order = self.current_order
         if self._position != 0 or not order or self.agent_selection != order[0]:
             raise RuntimeError(
@@ -321,17 +323,10 @@ class STMGEnv(AECEnv):  # type: ignore[misc]
                 f"step_time_step() needs one action for each agent of this time step's order "
                 f"{order}; got actions for {list(actions)}"
             )
-        encoder, table = self.encoder, self._table
+        for agent in order:  # all checked before any is taken in
+            self.encoder.validate_action(agent, actions[agent])
         for agent in order:
-            encoder.validate_action(agent, actions[agent])
-        cumulative, codecs, index = self._cumulative_rewards, encoder.codecs, encoder.index
-        for agent in order:
-            action = actions[agent]
-            cumulative[agent] = 0.0
-            self.prior_actions[agent] = action
-            k = index[agent]
-            codecs[agent].encode(action, table[k])
-            self._mask[k] = 1.0
+            self._record_action(agent, actions[agent])
         if len(order) > 1:  # step() clears the rewards on every turn that does not close the step
             self._clear_rewards()
         self._position = len(order)
