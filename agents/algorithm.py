@@ -74,6 +74,19 @@ class STEPTrainingStats(TrainingStats):
     lr: float
     """The actor learning rate used in this update."""
 
+    @classmethod
+    def of_update(cls, log: dict[str, list[float]], *, gradient_steps: int, explained_variance: float,
+                  lr: float) -> STEPTrainingStats:
+        """The statistics of an update from its per-gradient-step terms ``log`` (keys
+        ``actor``, ``vf``, ``ent``, ``reg``; an empty list summarises as 0)."""
+
+        def summary(values: list[float]) -> SequenceSummaryStats:
+            return SequenceSummaryStats.from_sequence(values or [0.0])
+
+        return cls(actor_loss=summary(log["actor"]), vf_loss=summary(log["vf"]), entropy=summary(log["ent"]),
+                   regulariser=summary(log["reg"]), gradient_steps=gradient_steps,
+                   explained_variance=explained_variance, lr=lr)
+
 
 @dataclass
 class PairBatch:
@@ -359,14 +372,8 @@ class STEPAlgorithm(OnPolicyAlgorithm[STEPPolicy]):
         if self._stats_batch is not None:
             self.model.update_obs_statistics(*self._stats_batch)
             self._stats_batch = None
-
-        def summary(values: list[float]) -> SequenceSummaryStats:
-            return SequenceSummaryStats.from_sequence(values or [0.0])
-
-        return STEPTrainingStats(actor_loss=summary(log["actor"]), vf_loss=summary(log["vf"]),
-                                 entropy=summary(log["ent"]), regulariser=summary(log["reg"]),
-                                 gradient_steps=steps, explained_variance=self._explained_variance,
-                                 lr=self._adam.param_groups[0]["lr"])
+        return STEPTrainingStats.of_update(log, gradient_steps=steps, explained_variance=self._explained_variance,
+                                           lr=self._adam.param_groups[0]["lr"])
 
     def _frozen(self, group_agents: set[int], priority: int | None) -> list[torch.nn.Parameter]:
         """Parameters that must not move in the update of a group: those of agents outside

@@ -54,7 +54,7 @@ from typing import Any
 import numpy as np
 import torch
 from tianshou.algorithm.algorithm_base import OnPolicyAlgorithm, Policy
-from tianshou.data import Batch, Collector, ReplayBuffer, SequenceSummaryStats, VectorReplayBuffer
+from tianshou.data import Batch, Collector, ReplayBuffer, VectorReplayBuffer
 from tianshou.env import BaseVectorEnv, DummyVectorEnv
 from tianshou.trainer import OnPolicyTrainerParams
 from torch import nn
@@ -79,7 +79,7 @@ from agents.networks import NLevelPolicy
 from agents.normalization import RunningMeanStd
 from agents.policy import STEPPolicy, batch_tensors
 from agents.spec import JointSpec
-from agents.training import OrderArg, critics_read_state, mean_over_agents, seed_everything
+from agents.training import OrderArg, learner_env_maker, mean_over_agents, seed_everything
 
 SUPPORTED_VARIANTS = (Variant.STEP, Variant.MAPPO, Variant.IPPO, Variant.HAPPO)
 
@@ -612,14 +612,8 @@ class PopulationAlgorithm(OnPolicyAlgorithm[PopulationPolicy]):
         else:  # MAPPO, IPPO: one joint update
             steps += self._update_group(pairs, all_pairs, repeat, log)
         self._pairs = None
-
-        def summary(values: list[float]) -> SequenceSummaryStats:
-            return SequenceSummaryStats.from_sequence(values or [0.0])
-
-        return STEPTrainingStats(actor_loss=summary(log["actor"]), vf_loss=summary(log["vf"]),
-                                 entropy=summary(log["ent"]), regulariser=summary(log["reg"]),
-                                 gradient_steps=steps, explained_variance=self._explained_variance,
-                                 lr=self._adam.param_groups[0]["lr"])
+        return STEPTrainingStats.of_update(log, gradient_steps=steps, explained_variance=self._explained_variance,
+                                           lr=self._adam.param_groups[0]["lr"])
 
     def _single_minibatch(self, count: int) -> bool:
         size = self.config.minibatch_size
@@ -930,15 +924,7 @@ class PopulationSession:
         check_population_config(config)
         k = len(seeds)
         torch.set_num_threads(config.torch_threads)
-        first_env = env_fn()
-        self.with_state = critics_read_state(config, first_env)
-        envs_made = [first_env]
-
-        def make() -> JointStepEnv:
-            env = envs_made.pop() if envs_made else env_fn()
-            return JointStepEnv(env=env, order=order, observation=observation, info_flags=False,
-                                with_state=self.with_state)
-
+        make, self.with_state = learner_env_maker(env_fn, config=config, order=order, observation=observation)
         probe = make()
         spec = probe.joint_spec
         check_population_config(config, spec)

@@ -90,6 +90,27 @@ def critics_read_state(config: STEPConfig, env: ParallelEnv) -> bool:
     return available
 
 
+def learner_env_maker(env_fn: Callable[[], ParallelEnv], *, config: STEPConfig, order: OrderArg,
+                      observation: str) -> tuple[Callable[[], JointStepEnv], bool]:
+    """A factory of the learner's training envs and whether they carry the global state.
+
+    The first env made by ``env_fn`` decides the state question (:func:`critics_read_state`)
+    and is then reused by the first call of the factory, so no env is made in vain. The envs
+    put no flags into their infos: the learner reads them from the observations
+    (:func:`agents.adapter.step_flags`).
+    """
+    first_env = env_fn()
+    with_state = critics_read_state(config, first_env)
+    envs_made = [first_env]
+
+    def make() -> JointStepEnv:
+        env = envs_made.pop() if envs_made else env_fn()
+        return JointStepEnv(env=env, order=order, observation=observation, info_flags=False,
+                            with_state=with_state)
+
+    return make, with_state
+
+
 def _joint_action_space(spec: JointSpec) -> Any:
     from gymnasium import spaces
 
@@ -132,16 +153,7 @@ class TrainingSession:
             raise ValueError(f"total_steps={total_steps!r} must be positive")
         seed_everything(seed)
         torch.set_num_threads(config.torch_threads)
-        first_env = env_fn()
-        self.with_state = critics_read_state(config, first_env)
-        envs_made = [first_env]
-
-        def make() -> JointStepEnv:
-            # The learner reads the per-agent flags from the observations (adapter.step_flags).
-            env = envs_made.pop() if envs_made else env_fn()
-            return JointStepEnv(env=env, order=order, observation=observation, info_flags=False,
-                                with_state=self.with_state)
-
+        make, self.with_state = learner_env_maker(env_fn, config=config, order=order, observation=observation)
         probe = make()
         self.learner = build_learner(spec=probe.joint_spec, config=config, env=probe)
         self.learner.algorithm.reseed(seed)
