@@ -426,9 +426,13 @@ class STEPAlgorithm(OnPolicyAlgorithm[STEPPolicy]):
                 parts = [(sub, self._advantages(sub, factor)) for sub in subsets]
             anchor_parts = anchor.chunks(len(parts), self._generator) if anchor is not None else []
             for k, (sub, adv) in enumerate(parts):
-                loss, term = step_loss(self.model, cfg, self._inputs_of(sub), sub, adv, priority, snapshot)
+                # STEP: one hypernetwork pass per gradient step serves the target policy, the
+                # regulariser and the anchor.
+                generated = actor.generated() if isinstance(actor, NLevelPolicy) else None
+                loss, term = step_loss(self.model, cfg, self._inputs_of(sub), sub, adv, priority, snapshot,
+                                       generated=generated)
                 if k < len(anchor_parts):
-                    loss = loss + cfg.policy_anchor * self._anchor_divergence(*anchor_parts[k])
+                    loss = loss + cfg.policy_anchor * self._anchor_divergence(*anchor_parts[k], generated)
                 self._gradient_step(loss, frozen)
                 steps += 1
                 terms.append(term.detach())
@@ -450,10 +454,12 @@ class STEPAlgorithm(OnPolicyAlgorithm[STEPPolicy]):
                                          with_value=False)
         return PolicyAnchor(pairs=pairs, before=before)
 
-    def _anchor_divergence(self, pairs: PairBatch, before: MaskedDistribution) -> torch.Tensor:
-        """Mean KL(pi_before || pi_now) over ``pairs`` (a chunk of a :class:`PolicyAnchor`)."""
+    def _anchor_divergence(self, pairs: PairBatch, before: MaskedDistribution,
+                           generated: torch.Tensor | None) -> torch.Tensor:
+        """Mean KL(pi_before || pi_now) over ``pairs`` (a chunk of a :class:`PolicyAnchor`);
+        ``generated``: the hypernetwork's output of this gradient step (STEP)."""
         now, _ = self.model.heads(self._inputs_of(pairs), agent=pairs.agent, priority=pairs.priority,
-                                  with_value=False)
+                                  with_value=False, generated=generated)
         return before.kl_divergence(now).mean()
 
 
@@ -522,19 +528,22 @@ class DistinctInputs:
 
 def step_loss(model: MultiAgentActorCritic, cfg: STEPConfig, inputs: PairInputs, pb: PairBatch,
               adv: torch.Tensor, priority: int | None, snapshot: torch.Tensor | None,
-              distinct: DistinctInputs | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+              distinct: DistinctInputs | None = None, generated: torch.Tensor | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
     """The loss of one gradient step on the pairs ``pb`` and its terms.
 
     ``-surrogate - entropy * H + vf_coef * vf_loss`` plus, for STEP with a ``snapshot`` of the
     superiors' generated parameters, the hypernetwork regulariser of Eq. 11. ``distinct``: as
-    in :func:`pair_losses`.
+    in :func:`pair_losses`. ``generated``: STEP's hypernetwork output for this step if the
+    caller already has it (computed here otherwise).
 
     Returns:
         (loss, (4,) [actor loss, value loss, entropy, regulariser]).
     """
     actor = model.actor
     # STEP: one hypernetwork pass serves the target policy and the regulariser.
-    generated = actor.generated() if isinstance(actor, NLevelPolicy) else None
+    if generated is None and isinstance(actor, NLevelPolicy):
+        generated = actor.generated()
     surrogate, vf_loss, entropy, _ = pair_losses(model, cfg, inputs, pb, adv, priority, generated, distinct)
     loss = -surrogate - cfg.entropy * entropy + cfg.vf_coef * vf_loss
     reg = torch.zeros((), device=loss.device)
