@@ -319,8 +319,9 @@ def run_one(spec: RunSpec, out: Path | str, *, resume: bool = False, show_progre
         stored = json.loads(spec_path.read_text())["spec"]
         if not resume:
             raise RunError(f"{run_dir} already holds a run; pass --resume to continue it, or choose another --out")
-        diffs = spec_differences(stored, given, _config_defaults(spec.algo))
-        if diffs == [f"steps: stored {stored.get('steps')!r}, now {spec.steps!r}"]:
+        defaults = _config_defaults(spec.algo)
+        diffs = spec_differences(stored, given, defaults)
+        if diffs and not spec_differences({**stored, "steps": spec.steps}, given, defaults):  # only --steps
             _check_extension(spec, int(stored["steps"]), run_dir)
             record = json.loads(spec_path.read_text())
             record["spec"] = given
