@@ -53,14 +53,19 @@ from agents.training import mean_over_agents, seed_everything
 
 __all__ = [
     "MADDPG",
+    "MADDPGBatch",
     "MADDPGConfig",
     "MADDPGLearner",
     "MADDPGPolicy",
     "MADDPGTrainingSession",
     "MADDPGTrainingStats",
+    "actor_q_loss",
     "build_maddpg",
+    "critic_td_loss",
     "gumbel_softmax_st",
+    "maddpg_batch",
     "matrix_game_trial",
+    "one_hot_joint",
     "train_maddpg",
 ]
 
@@ -128,12 +133,16 @@ class MADDPGConfig:
         return asdict(self)
 
 
-def gumbel_softmax_st(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+def gumbel_softmax_st(logits: torch.Tensor, temperature: float,
+                      exponential: torch.Tensor | None = None) -> torch.Tensor:
     """Straight-through Gumbel-softmax sample: one-hot forward, softmax gradient backward.
 
     Args:
         logits: (..., n_actions) unnormalised log-probabilities.
         temperature: softmax temperature of the relaxation (> 0).
+        exponential: (..., n_actions) Exponential(1) draws to make the Gumbel noise from
+            (``-log``); default: drawn here from torch's global generator. A population passes
+            each trial's own draws.
 
     Returns:
         (..., n_actions) one-hot rows; ``argmax`` of a row is a sample of
@@ -141,10 +150,12 @@ def gumbel_softmax_st(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """
     if not temperature > 0:
         raise ValueError(f"temperature={temperature!r} must be positive")
+    if exponential is None:
+        exponential = torch.empty_like(logits).exponential_()
     # Gumbel(0, 1) noise as -log(Exponential(1)), which never takes log(0).
-    gumbel = -torch.empty_like(logits).exponential_().log()  # (..., A)
-    soft = F.softmax((logits + gumbel) / temperature, dim=-1)  # (..., A)
-    hard = F.one_hot(soft.argmax(dim=-1), logits.shape[-1]).to(soft.dtype)  # (..., A)
+    soft = F.softmax((logits - exponential.log()) / temperature, dim=-1)  # (..., A)
+    # The one-hot by scatter (not F.one_hot), which also runs under torch.func.vmap.
+    hard = torch.zeros_like(soft).scatter(-1, soft.argmax(dim=-1, keepdim=True), 1.0)  # (..., A)
     return hard - soft.detach() + soft
 
 
@@ -241,43 +252,19 @@ class MADDPG(OffPolicyAlgorithm[MADDPGPolicy], LaggedNetworkPolyakUpdateAlgorith
 
     def one_hot_joint(self, act: torch.Tensor) -> torch.Tensor:
         """(B, sum(action_sizes)) concatenated one-hots of a joint action act (B, n_agents) long."""
-        return torch.cat([F.one_hot(act[:, k], size).float()
-                          for k, size in enumerate(self.spec.action_sizes)], dim=1)
+        return one_hot_joint(act, self.spec.action_sizes)
 
     def critic_loss(self, batch: Any) -> torch.Tensor:
-        """Sum over agents of the mean squared TD error of Q_i on ``batch``."""
-        obs, obs_next = _obs_tensor(batch.obs), _obs_tensor(batch.obs_next)  # (B, n, d)
-        n, size = self.spec.n_agents, obs.shape[0]
-        act = torch.as_tensor(np.asarray(batch.act), dtype=torch.long)  # (B, n)
-        rew = torch.as_tensor(np.asarray(batch.rew), dtype=torch.float32).reshape(size, n)  # (B, n)
-        terminated = _per_agent_flags(batch, "terminated", size, n)  # (B, n)
-        # Agents that did not act in this time step (dead) carry no TD error.
-        acted = _acted(batch.obs)  # (B, n)
-        s, s_next = obs.reshape(size, -1), obs_next.reshape(size, -1)  # (B, n * d)
-        with torch.no_grad():
-            a_next = torch.cat([gumbel_softmax_st(actor(obs_next[:, k]), self.config.gumbel_temperature)
-                                for k, actor in enumerate(self.actors_old)], dim=1)  # (B, sum A)
-            q_next = torch.cat([c(torch.cat([s_next, a_next], 1)) for c in self.critics_old], 1)  # (B, n)
-            target = rew + self.config.gamma * (1.0 - terminated) * q_next  # (B, n)
-        sa = torch.cat([s, self.one_hot_joint(act)], dim=1)  # (B, n * d + sum A)
-        q = torch.cat([c(sa) for c in self.critics], dim=1)  # (B, n)
-        return (((q - target) ** 2) * acted).mean(dim=0).sum()
+        """Sum over agents of the mean squared TD error of Q_i on ``batch`` (:func:`critic_td_loss`)."""
+        return critic_td_loss(self.critics, self.actors_old, self.critics_old, maddpg_batch(batch, self.spec),
+                              action_sizes=self.spec.action_sizes, gamma=self.config.gamma, temperature=self.config.gumbel_temperature)
 
     def actor_loss(self, batch: Any) -> torch.Tensor:
-        """Sum over agents of -Q_i(s, a_i ~ mu_i, a_{-i} from the batch), plus the logit penalty."""
-        obs = _obs_tensor(batch.obs)  # (B, n, d)
-        size = obs.shape[0]
-        s = obs.reshape(size, -1)  # (B, n * d)
-        acted = _acted(batch.obs)  # (B, n)
-        buffer_joint = self.one_hot_joint(torch.as_tensor(np.asarray(batch.act), dtype=torch.long))
-        starts = np.cumsum((0, *self.spec.action_sizes))
-        loss = torch.zeros(())
-        for k, logits in enumerate(self.policy.logits(obs)):  # logits: (B, A_k)
-            a_k = gumbel_softmax_st(logits, self.config.gumbel_temperature)  # (B, A_k), differentiable
-            joint = torch.cat([buffer_joint[:, : starts[k]], a_k, buffer_joint[:, starts[k + 1]:]], 1)
-            q_k = self.critics[k](torch.cat([s, joint], dim=1)).squeeze(1)  # (B,)
-            loss = loss - (q_k * acted[:, k]).mean() + self.config.logit_penalty * logits.pow(2).mean()
-        return loss
+        """Sum over agents of -Q_i(s, a_i ~ mu_i, a_{-i} from the batch), plus the logit penalty
+        (:func:`actor_q_loss`)."""
+        return actor_q_loss(self.policy.actors, self.critics, maddpg_batch(batch, self.spec),
+                            action_sizes=self.spec.action_sizes, temperature=self.config.gumbel_temperature,
+                            logit_penalty=self.config.logit_penalty)
 
     def _update_with_batch(self, batch: Any) -> MADDPGTrainingStats:
         critic_loss = self.critic_loss(batch)
@@ -288,6 +275,102 @@ class MADDPG(OffPolicyAlgorithm[MADDPGPolicy], LaggedNetworkPolyakUpdateAlgorith
         self.actor_optim.step(actor_loss)
         self._update_lagged_network_weights()
         return MADDPGTrainingStats(critic_loss=float(critic_loss.item()), actor_loss=float(actor_loss.item()))
+
+
+@dataclass(frozen=True)
+class MADDPGBatch:
+    """One gradient step's transitions as tensors (B rows; a population stacks K of them)."""
+
+    obs: torch.Tensor
+    """(B, n_agents, obs_dim) base observations."""
+    obs_next: torch.Tensor
+    """(B, n_agents, obs_dim) base observations after the step."""
+    joint_one_hot: torch.Tensor
+    """(B, sum(action_sizes)) the joint action taken, as concatenated one-hots."""
+    rew: torch.Tensor
+    """(B, n_agents) rewards."""
+    terminated: torch.Tensor
+    """(B, n_agents) 1.0 where the agent's episode ended by termination (no bootstrap)."""
+    acted: torch.Tensor
+    """(B, n_agents) 1.0 for the agents that acted (dead agents carry no loss)."""
+
+    def as_tuple(self) -> tuple[torch.Tensor, ...]:
+        """The fields in order (for ``torch.func.vmap``, which maps over tensors, not dataclasses)."""
+        return (self.obs, self.obs_next, self.joint_one_hot, self.rew, self.terminated, self.acted)
+
+
+def one_hot_joint(act: torch.Tensor, action_sizes: Sequence[int]) -> torch.Tensor:
+    """(..., sum(action_sizes)) concatenated one-hots of joint actions act (..., n_agents) long."""
+    return torch.cat([F.one_hot(act[..., k], size).float() for k, size in enumerate(action_sizes)], dim=-1)
+
+
+def maddpg_batch(batch: Any, spec: JointSpec) -> MADDPGBatch:
+    """The tensors of a sampled Tianshou batch of adapter transitions."""
+    obs, obs_next = _obs_tensor(batch.obs), _obs_tensor(batch.obs_next)  # (B, n, d)
+    n, size = spec.n_agents, obs.shape[0]
+    act = torch.as_tensor(np.asarray(batch.act), dtype=torch.long)  # (B, n)
+    return MADDPGBatch(
+        obs=obs, obs_next=obs_next, joint_one_hot=one_hot_joint(act, spec.action_sizes),
+        rew=torch.as_tensor(np.asarray(batch.rew), dtype=torch.float32).reshape(size, n),
+        terminated=_per_agent_flags(batch, "terminated", size, n), acted=_acted(batch.obs))
+
+
+Networks = Sequence[nn.Module] | nn.ModuleList
+"""One network per agent, in the agents' order (a list, or an ``nn.ModuleList``)."""
+
+
+def critic_td_loss(critics: Networks, actors_old: Networks, critics_old: Networks,
+                   data: MADDPGBatch, *, action_sizes: Sequence[int], gamma: float, temperature: float,
+                   exponential: torch.Tensor | None = None) -> torch.Tensor:
+    """Sum over agents i of mean_b acted_i * (Q_i(s, a) - y_i)^2, with the target
+    y_i = r_i + gamma * (1 - terminated_i) * Q'_i(s', a'), a' drawn from the target actors
+    by the straight-through Gumbel-softmax.
+
+    ``exponential``: (B, sum(action_sizes)) Exponential(1) draws for a' (agent k's columns in
+    the order of the agents); default: drawn from torch's global generator.
+    """
+    obs_next = data.obs_next
+    size = obs_next.shape[0]
+    s, s_next = data.obs.reshape(size, -1), obs_next.reshape(size, -1)  # (B, n * d)
+    with torch.no_grad():
+        draws = _split_columns(exponential, action_sizes)
+        a_next = torch.cat([gumbel_softmax_st(actor(obs_next[:, k]), temperature, draws[k])
+                            for k, actor in enumerate(actors_old)], dim=1)  # (B, sum A)
+        q_next = torch.cat([c(torch.cat([s_next, a_next], 1)) for c in critics_old], 1)  # (B, n)
+        target = data.rew + gamma * (1.0 - data.terminated) * q_next  # (B, n)
+    sa = torch.cat([s, data.joint_one_hot], dim=1)  # (B, n * d + sum A)
+    q = torch.cat([c(sa) for c in critics], dim=1)  # (B, n)
+    return (((q - target) ** 2) * data.acted).mean(dim=0).sum()
+
+
+def actor_q_loss(actors: Networks, critics: Networks, data: MADDPGBatch, *,
+                 action_sizes: Sequence[int], temperature: float, logit_penalty: float, exponential: torch.Tensor | None = None) -> torch.Tensor:
+    """Sum over agents k of -mean_b acted_k * Q_k(s, a_k ~ mu_k, a_{-k} from the batch) plus
+    ``logit_penalty`` times the mean squared logits of mu_k; a_k is the straight-through
+    Gumbel-softmax sample (``exponential`` as in :func:`critic_td_loss`)."""
+    obs = data.obs
+    size = obs.shape[0]
+    s = obs.reshape(size, -1)  # (B, n * d)
+    starts = np.cumsum((0, *action_sizes))
+    draws = _split_columns(exponential, action_sizes)
+    all_logits = [actor(obs[:, k]) for k, actor in enumerate(actors)]  # (B, A_k) each
+    loss = torch.zeros((), dtype=obs.dtype)
+    buffer_joint = data.joint_one_hot
+    for k, logits in enumerate(all_logits):
+        a_k = gumbel_softmax_st(logits, temperature, draws[k])  # (B, A_k), differentiable
+        joint = torch.cat([buffer_joint[:, : starts[k]], a_k, buffer_joint[:, starts[k + 1]:]], 1)
+        q_k = critics[k](torch.cat([s, joint], dim=1)).squeeze(1)  # (B,)
+        loss = loss - (q_k * data.acted[:, k]).mean() + logit_penalty * logits.pow(2).mean()
+    return loss
+
+
+def _split_columns(x: torch.Tensor | None, sizes: Sequence[int]) -> list[torch.Tensor | None]:
+    """``x`` (B, sum(sizes)) cut into per-agent column blocks (None: a None per agent)."""
+    if x is None:
+        return [None] * len(sizes)
+    if x.shape[-1] != sum(sizes):
+        raise ValueError(f"exponential draws of width {x.shape[-1]}; expected {sum(sizes)} (one per action)")
+    return list(torch.split(x, list(sizes), dim=-1))
 
 
 def _per_agent_flags(batch: Any, key: str, size: int, n: int) -> torch.Tensor:

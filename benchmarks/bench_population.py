@@ -14,10 +14,10 @@ ratios of the same machine in the same state (other load included).
    ``--single`` seeds) against ``--trials`` trials as one population
    (:func:`runner.matrix_trials.run_matrix_population`). Target: ratio <= 10.
 2. The default reproduction (5 algorithms x 6 settings x 100 trials, ``--workers 2``,
-   ``--population 50``): STEP, MAPPO, IPPO and HAPPO measured as one population of
-   ``--estimate-k`` trials each, MADDPG (no population training) as single trials; the estimate
-   is (seconds per trial) x 600 trials per algorithm / 2 workers, summed (it assumes two
-   free cores: both workers run at full speed).
+   ``--population 50``): every algorithm measured as one population of ``--estimate-k``
+   trials (MADDPG's also against one single trial of it); the estimate is (seconds per trial)
+   x 600 trials per algorithm / 2 workers, summed (it assumes two free cores: both workers
+   run at full speed).
 
 ``--scripts`` also runs ``train_matrix.py --trials 1`` and ``train_matrix.py --trials 100
 --population 100 --workers 1`` as subprocesses, one after the other: the wall time of one trial
@@ -37,7 +37,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from agents.config import STEPConfig, Variant  # noqa: E402
 from envs import matrix  # noqa: E402
-from runner.matrix_trials import run_algorithm_trial, run_matrix_population, run_matrix_trial  # noqa: E402
+from runner.matrix_trials import (  # noqa: E402
+    run_algorithm_trial,
+    run_maddpg_population,
+    run_matrix_population,
+    run_matrix_trial,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 REPRODUCTION_TRIALS = 600  # per algorithm: 6 settings x 100 trials
@@ -56,9 +61,13 @@ def _single_seconds(algo: str, payoffs: object, steps: int, seeds: list[int]) ->
 
 def _population_seconds(algo: str, payoffs: object, steps: int, k: int, first_seed: int) -> float:
     """Wall seconds of one population of ``k`` trials of ``algo``."""
+    seeds = list(range(first_seed, first_seed + k))
     start = time.perf_counter()
-    run_matrix_population(payoffs, config=STEPConfig.matrix_games(variant=Variant(algo)), steps=steps,  # type: ignore[arg-type]
-                          seeds=list(range(first_seed, first_seed + k)))
+    if algo == "maddpg":
+        run_maddpg_population(payoffs, steps=steps, seeds=seeds)  # type: ignore[arg-type]
+    else:
+        run_matrix_population(payoffs, config=STEPConfig.matrix_games(variant=Variant(algo)), steps=steps,  # type: ignore[arg-type]
+                              seeds=seeds)
     return time.perf_counter() - start
 
 
@@ -80,6 +89,8 @@ def main(argv: list[str] | None = None) -> None:
     # Warm-up: imports, numba, first-call costs of both paths.
     run_matrix_trial(payoffs, config=config, steps=800, seed=10_000)
     run_matrix_population(payoffs, config=config, steps=800, seeds=[10_000, 10_001])
+    run_maddpg_population(payoffs, steps=800, seeds=[10_000, 10_001])
+    run_algorithm_trial("maddpg", payoffs, steps=800, seed=10_000)
 
     one = _single_seconds("step", payoffs, args.steps, [10_001 + i for i in range(args.single)])
     many = _population_seconds("step", payoffs, args.steps, args.trials, 0)
@@ -92,11 +103,12 @@ def main(argv: list[str] | None = None) -> None:
         k = args.estimate_k
         per_trial: dict[str, float] = {}
         how: dict[str, str] = {}
-        for algo in ("step", "mappo", "ippo", "happo"):
+        for algo in ("step", "mappo", "ippo", "happo", "maddpg"):
             per_trial[algo] = _population_seconds(algo, payoffs, args.steps, k, 20_000) / k
             how[algo] = f"population of {k}"
-        per_trial["maddpg"] = _single_seconds("maddpg", payoffs, args.steps, [20_000])
-        how["maddpg"] = "single trial"
+        maddpg_alone = _single_seconds("maddpg", payoffs, args.steps, [30_000])
+        print(f"\nMADDPG, one trial on its own: {maddpg_alone:.2f} s; in a population of {k}: "
+              f"{per_trial['maddpg']:.3f} s per trial (ratio {maddpg_alone / per_trial['maddpg']:.1f})")
         print(f"\ndefault reproduce_matrix.py ({REPRODUCTION_TRIALS} trials per algorithm, "
               f"{REPRODUCTION_WORKERS} workers, --population {k}), estimated:")
         total = 0.0

@@ -14,14 +14,14 @@ writes:
     python examples/reproduce_matrix.py --trials 10 --algos step mappo   # a quicker look
     python examples/reproduce_matrix.py --from-json a/matrix_results.json b/matrix_results.json \
         --out docs/matrix            # tables and figure of earlier runs, merged, nothing trained
-    python examples/reproduce_matrix.py --population 50  # the PPO family: 50 seeds at once
+    python examples/reproduce_matrix.py --population 50  # 50 seeds of an algorithm at once
 
 ``--population K`` trains up to K seeds of one algorithm and setting together in one process
-as one population (:mod:`agents.population`) -- STEP, MAPPO, IPPO and HAPPO; MADDPG trials
-still run one at a time. ``--population 50`` makes the default protocol about 3x faster for
-those four (``benchmarks/bench_population.py``). The default, 1, trains every trial on its
-own as before: a population's trials match the single trials of their seeds to float rounding
-only, and reach the journal only when the whole population finishes, so the default keeps
+as one population (:mod:`agents.population` for STEP, MAPPO, IPPO and HAPPO,
+:mod:`agents.maddpg_population` for MADDPG); ``benchmarks/bench_population.py`` prints what it
+saves. The default, 1, trains every trial on its own as before: a population's trials match
+the single trials of their seeds to float rounding only (MADDPG's in distribution only: their
+random streams are their own), and reach the journal only when the whole population finishes, so the default keeps
 existing runs, their journals and exact results as they were. The journal remembers which of
 the two made its trials (a resumed population run regroups the missing trials, so its trials
 equal the uninterrupted run's to float rounding). Records look the same either way (a
@@ -252,6 +252,7 @@ def train_all(args: Args) -> tuple[list[dict[str, Any]], float]:
         settings: dict[str, Any] = {"script": "reproduce_matrix", "steps": args.steps}
         if population > 1:  # its trials match single trials to float rounding only
             settings["trainer"] = "population"
+            settings["maddpg_trainer"] = "population"  # (journals from before trained MADDPG alone)
         journal = TrialJournal(path, settings)
     except (ResumeMismatchError, RuntimeError) as exc:
         raise SystemExit(f"error: {exc}") from None

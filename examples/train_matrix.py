@@ -8,12 +8,13 @@
     python examples/train_matrix.py --trials 100 --population 50   # 2 workers, a population of 50 each
 
 ``--population K`` trains K seeds together in one process as one population
-(:mod:`agents.population`: stacked parameters, every trial's learner independent), for STEP,
-MAPPO, IPPO and HAPPO; each worker trains one population at a time. The default, 1, trains every
-seed on its own as before: a trial of a population matches the single trial of its seed to
-float rounding, not bit for bit, and a population's trials reach the journal only when the
-whole population finishes, so the default keeps existing runs, their journals and their
-exact results as they were. The journal remembers which of the two made its trials. Records
+(:mod:`agents.population` for STEP, MAPPO, IPPO and HAPPO, :mod:`agents.maddpg_population` for
+MADDPG: stacked parameters, every trial's learner independent); each worker trains one
+population at a time. The default, 1, trains every seed on its own as before: a trial of a
+PPO-family population matches the single trial of its seed to float rounding, not bit for bit
+(a MADDPG trial in distribution only: its random streams are its own), and a population's
+trials reach the journal only when the whole population finishes, so the default keeps
+existing runs, their journals and their exact results as they were. The journal remembers which of the two made its trials. Records
 look the same either way; a population trial's ``seconds`` is its share of the population's time.
 
 The JSON holds ``{"trials": [{"seed", "greedy_joint_action", "action_probs", "is_se"}, ...]}``
@@ -109,8 +110,8 @@ def parse_args(argv: list[str] | None = None) -> Args:
     parser.add_argument("--steps", type=int, default=10_000, help="environment steps per trial")
     parser.add_argument("--workers", type=int, default=2, help="processes running trials")
     parser.add_argument("--population", type=int, default=1, metavar="K",
-                        help="train K seeds together as one population (STEP, MAPPO, IPPO, HAPPO; not with "
-                             "obs_normalization or reward_scaling); 1: every seed on its own")
+                        help="train K seeds together as one population (not with obs_normalization or "
+                             "reward_scaling); 1: every seed on its own")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first trial")
     parser.add_argument("--out", default=None,
                         help="write the JSON summary here; finished trials are kept in OUT.trials.jsonl "
@@ -140,11 +141,11 @@ def parse_args(argv: list[str] | None = None) -> Args:
             parser.error(f"--set: {exc}")
     if ns.population <= 0:
         parser.error(f"--population must be positive, got {ns.population}")
-    supported = ns.algo != "maddpg" and population_supported(
+    supported = ns.algo == "maddpg" or population_supported(
         ns.algo, STEPConfig.matrix_games(variant=Variant(ns.algo), **parse_config_overrides(ns.set or [])))
     if ns.population > 1 and not supported:
-        parser.error(f"--population {ns.population}: population training supports step, mappo, ippo and happo "
-                     "without obs_normalization and reward_scaling; use --population 1")
+        parser.error(f"--population {ns.population}: population training of {ns.algo} supports no "
+                     "obs_normalization, reward_scaling or policy_anchor; use --population 1")
     elif ns.population > 1 and ns.logdir is not None:
         parser.error("--logdir writes one TensorBoard log per trial; use it with --population 1")
     if ns.payoffs is not None:

@@ -93,7 +93,7 @@ def population_supported(algo: str, config: STEPConfig | None = None) -> bool:
     """Whether ``algo`` (with ``config``, default its matrix-game preset) can be trained as a
     population (:mod:`agents.population`); otherwise its trials run one at a time."""
     if algo == "maddpg":
-        return False
+        return True  # agents.maddpg_population, with MADDPG's default config
     from agents.config import Variant
     from agents.population import check_population_config
 
@@ -138,15 +138,45 @@ def run_matrix_population(payoffs: np.ndarray, *, config: STEPConfig, steps: int
     return results
 
 
+def run_maddpg_population(payoffs: np.ndarray, *, steps: int, seeds: list[int],
+                          episode_length: int = 25) -> list[TrialResult]:
+    """MADDPG's trials (its default :class:`~agents.maddpg.MADDPGConfig`) trained together as one
+    population (:mod:`agents.maddpg_population`, over a
+    :class:`~runner.matrix_venv.MatrixGameVectorEnv`); records as :func:`run_algorithm_trial`.
+
+    Trial k's result does not depend on the other trials; it equals the single trial of its
+    seed in distribution (its random streams are its own), not number for number.
+    """
+    from agents.maddpg import MADDPGConfig
+    from agents.maddpg_population import train_maddpg_population
+    from agents.population import check_seeds
+    from runner.matrix_venv import MatrixGameVectorEnv
+
+    payoffs = np.asarray(payoffs, dtype=np.float64)
+    seeds = check_seeds(seeds)
+    start = time.perf_counter()
+    learners = train_maddpg_population(
+        lambda: MatrixGame(payoffs, episode_length=episode_length), config=MADDPGConfig(), steps=steps,
+        seeds=seeds, venv_fn=lambda fns: MatrixGameVectorEnv(payoffs, len(fns), episode_length=episode_length))
+    seconds = (time.perf_counter() - start) / len(seeds)
+    se, _ = stackelberg_equilibrium(payoffs)
+    return [TrialResult(seed=seed, greedy_joint_action=list(learner.greedy_joint_action()),
+                        action_probs=learner.action_probs().tolist(),
+                        is_se=learner.greedy_joint_action() == tuple(se), seconds=seconds)
+            for seed, learner in zip(seeds, learners, strict=True)]
+
+
 def run_algorithm_population(algo: str, payoffs: np.ndarray, *, steps: int, seeds: list[int],
                              config: STEPConfig | None = None) -> list[TrialResult]:
     """:func:`run_algorithm_trial` for every seed: one population where ``algo`` supports it
     (:func:`population_supported`), else the trials one after another."""
-    if config is None and algo != "maddpg":
+    if algo == "maddpg":
+        return run_maddpg_population(payoffs, steps=steps, seeds=seeds)
+    if config is None:
         from agents.config import Variant
 
         config = STEPConfig.matrix_games(variant=Variant(algo))
-    if config is not None and population_supported(algo, config):
+    if population_supported(algo, config):
         return run_matrix_population(payoffs, config=config, steps=steps, seeds=seeds)
     return [run_algorithm_trial(algo, payoffs, steps=steps, seed=seed, config=config) for seed in seeds]
 

@@ -17,6 +17,7 @@ dicts) cost more than the learning itself (``benchmarks/bench_population.py``).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any
 
@@ -69,7 +70,10 @@ class MatrixGameVectorEnv(BaseVectorEnv):
         reference = JointStepEnv(env=MatrixGame(self._payoffs, episode_length=episode_length), order=order,
                                  info_flags=False, with_state=with_state)
         self.joint_spec = reference.joint_spec
-        self._spaces = {"action_space": reference.action_space, "observation_space": reference.observation_space}
+        self._observation_space = reference.observation_space
+        # One action space per environment, as DummyVectorEnv's workers have: seed() seeds
+        # each, and a Collector's random warm-up samples from each.
+        self._action_spaces = [copy.deepcopy(reference.action_space) for _ in range(self.env_num)]
         self._sizes = np.asarray(self.joint_spec.action_sizes)
         self._episode_length = episode_length
         # The observations of a repeated game: after reset, inside an episode, after its last step.
@@ -93,9 +97,11 @@ class MatrixGameVectorEnv(BaseVectorEnv):
     def get_env_attr(self, key: str, id: int | list[int] | np.ndarray | None = None) -> list[Any]:
         """The spaces (the only attributes these environments have), one per environment."""
         ids = self._wrap_id(id)
-        if key not in self._spaces:
-            raise AttributeError(f"MatrixGameVectorEnv environments have no attribute {key!r}")
-        return [self._spaces[key] for _ in ids]
+        if key == "action_space":
+            return [self._action_spaces[i] for i in ids]
+        if key == "observation_space":
+            return [self._observation_space for _ in ids]
+        raise AttributeError(f"MatrixGameVectorEnv environments have no attribute {key!r}")
 
     def set_env_attr(self, key: str, value: Any, id: int | list[int] | np.ndarray | None = None) -> None:
         """Not supported (the environments are arrays)."""
@@ -137,9 +143,16 @@ class MatrixGameVectorEnv(BaseVectorEnv):
         terminated = np.zeros(len(ids), dtype=bool)
         return obs, reward, terminated, over.copy(), _empty_infos(len(ids))
 
-    def seed(self, seed: int | list[int] | None = None) -> list[list[int] | None]:
-        """The games are deterministic: seeds are accepted and change nothing."""
-        return [None] * self.env_num
+    def seed(self, seed: int | list[int] | None = None) -> list[Any]:
+        """Seed each environment's action space, as Tianshou's workers do (``seed`` + i for an
+        int, one seed per environment for a list); the games themselves are deterministic."""
+        if seed is None or isinstance(seed, int):
+            seeds: list[int | None] = [None if seed is None else seed + i for i in range(self.env_num)]
+        else:
+            seeds = list(seed)
+            if len(seeds) != self.env_num:
+                raise ValueError(f"got {len(seeds)} seeds for {self.env_num} environments")
+        return [space.seed(s) for space, s in zip(self._action_spaces, seeds, strict=True)]
 
     def render(self, **kwargs: Any) -> list[Any]:
         """Nothing to render."""

@@ -420,8 +420,9 @@ def test_train_matrix_population_writes_todays_records_and_resumes(tmp_path: Pat
     assert not journal.exists()
     with pytest.raises(SystemExit):
         train_matrix.parse_args(["--population", "0"])
-    with pytest.raises(SystemExit):
-        train_matrix.parse_args(["--algo", "maddpg", "--population", "4"])
+    with pytest.raises(SystemExit):  # a setting populations do not train
+        train_matrix.parse_args(["--set", "reward_scaling=True", "--population", "4"])
+    assert train_matrix.parse_args(["--algo", "maddpg", "--population", "4"]).population == 4  # agents.maddpg_population
     assert train_matrix.parse_args(["--trials", "100"]).population == 1  # the default: as before
 
 
