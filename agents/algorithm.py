@@ -189,6 +189,13 @@ class STEPAlgorithm(OnPolicyAlgorithm[STEPPolicy]):
         done: torch.Tensor = self.env_steps_done  # type: ignore[assignment]
         done += count
 
+    def progress(self, env_steps_done: int) -> float:
+        """The fraction of the training horizon done after ``env_steps_done`` steps."""
+        if self.total_env_steps is None:
+            raise RuntimeError("this setting needs the run's length: call "
+                               "algorithm.set_training_horizon(total_env_steps) before training")
+        return env_steps_done / self.total_env_steps
+
     def lr_fraction(self, env_steps_done: int) -> float:
         """The factor on the learning rates after ``env_steps_done`` steps (1 without
         ``lr_decay``; else linear from 1 to 0 over the training horizon)."""
@@ -348,12 +355,14 @@ class STEPAlgorithm(OnPolicyAlgorithm[STEPPolicy]):
         n = self.model.spec.n_agents
         if variant is Variant.STEP:
             actor_group = self._adam.param_groups[0]
+            progress = self.progress(self.steps_done() - pb.n_rows) if self.config.bottom_up > 0 else 1.0
             for p in range(n):  # Algorithm 1: agent by agent, leader first
                 # Two timescales: each superior's actor steps superior_lr_scale times the step
                 # of the agent below it (1.0: one rate for all, as in the paper).
                 actor_group["lr"] = self._base_lrs[0] * fraction * self.config.superior_lr_scale ** (n - 1 - p)
                 group = all_pairs[pb.priority == p]
-                steps += self._update_group(pb, group, repeat, log, priority=p)
+                waiting = n > 1 and progress < self.config.bottom_up * (n - 1 - p) / (n - 1)
+                steps += self._update_group(pb, group, repeat, log, priority=p, actor_waits=waiting)
         elif variant is Variant.HAPPO:
             factor = torch.ones(pb.n_rows)  # (T,) product of earlier agents' ratios
             perm = torch.randperm(n, generator=self._generator)
@@ -396,24 +405,28 @@ class STEPAlgorithm(OnPolicyAlgorithm[STEPPolicy]):
 
     def _update_group(self, pb: PairBatch, group: torch.Tensor, epochs: int,
                       log: dict[str, list[float]], *, priority: int | None = None,
-                      factor: torch.Tensor | None = None) -> int:
+                      factor: torch.Tensor | None = None, actor_waits: bool = False) -> int:
         """PPO epochs on the pairs ``group``; returns the number of gradient steps.
 
         ``priority`` (STEP): the position all pairs of the group hold; the superiors 0..p-1
         are regularised (Eq. 11) against a snapshot taken now, before this group's update.
+        ``actor_waits``: no actor parameter moves (:attr:`STEPConfig.bottom_up`), the critics learn.
         """
         if group.numel() == 0:
             return 0
         cfg = self.config
         actor = self.model.actor
         frozen = self._frozen(set(pb.agent[group].tolist()), priority)
+        if actor_waits:
+            frozen += list(self._adam.param_groups[0]["params"])
         snapshot: torch.Tensor | None = None
         if priority is not None and priority > 0 and cfg.beta > 0 and isinstance(actor, NLevelPolicy):
             with torch.no_grad():
                 snapshot = actor.generated(torch.arange(priority)).clone()  # (i-1, n_generated)
         # Agent by agent also for the policies: while this position learns, the shared
         # parameters it moves must not carry the other positions' policies along.
-        anchor = self._anchor(pb, priority) if priority is not None and cfg.policy_anchor > 0 else None
+        anchor = (self._anchor(pb, priority) if priority is not None and cfg.policy_anchor > 0 and not actor_waits
+                  else None)
         # One minibatch: the same pairs every epoch, gathered and their advantages prepared once.
         whole = pb.subset(group) if self._single_minibatch(group.numel()) else None
         whole_parts = [(whole, self._advantages(whole, factor))] if whole is not None else None

@@ -101,6 +101,18 @@ class STEPConfig:
     ``lr * superior_lr_scale ** (n_agents - 1 - p)``: with a value below 1 every superior moves
     more slowly than the agents below it, so that followers can track their best responses to
     what the leaders do (two-timescale Stackelberg learning). 1.0: one rate for every position."""
+    bottom_up: float = 0.0
+    """STEP: the fraction of the run before the leader's policy starts to learn; position p of
+    n starts after ``bottom_up * (n - 1 - p) / (n - 1)`` of it (the last follower at once).
+    Until its start a position's actor parameters take no step in its update (its critic
+    learns from the start). 0: every position learns from the start (the paper's update).
+
+    Why: a leader's advantage is only right once the followers below it answer each of its
+    actions with their best responses; a leader that learns from the start commits to what
+    is best against followers that are still random (docs/RESULTS.md, the random games).
+    Pair it with ``policy_anchor``: the shared parameters that the learning positions move
+    would otherwise carry the waiting positions' policies along. Needs the run's length
+    (``STEPAlgorithm.set_training_horizon``, which :func:`agents.training.train` calls)."""
     policy_anchor: float = 0.0
     """STEP: weight of KL(pi_before^j || pi^j), averaged over the batch's pairs of every other
     priority position j, added to the loss of each position's update (pi_before^j: position
@@ -154,6 +166,8 @@ class STEPConfig:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ValueError(f"{name}={value!r} must be positive (or None where allowed)")
+        if not 0.0 <= self.bottom_up < 1.0:
+            raise ValueError(f"bottom_up={self.bottom_up!r} must lie in [0, 1) (a fraction of the run; 0 turns it off)")
         if not self.policy_anchor >= 0.0:
             raise ValueError(f"policy_anchor={self.policy_anchor!r} must be >= 0 (0 turns it off)")
         if not self.log_std_min < 2.0:

@@ -94,6 +94,9 @@ def check_population_config(config: STEPConfig, spec: JointSpec | None = None) -
         if getattr(config, name):
             raise ValueError(f"{name}=True: population training does not keep these running statistics "
                              "per trial yet; set it to False or train one trial at a time")
+    if config.bottom_up > 0:
+        raise ValueError(f"bottom_up={config.bottom_up!r}: population training has no bottom-up start "
+                         "yet; set it to 0 or train one trial at a time")
     if config.policy_anchor > 0:
         raise ValueError(f"policy_anchor={config.policy_anchor!r}: population training has no policy anchor "
                          "yet; set it to 0 or train one trial at a time")

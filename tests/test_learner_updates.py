@@ -146,10 +146,10 @@ def _recorded_groups(learner: Learner) -> list[dict[str, Any]]:
     original = algo._update_group
 
     def spy(pb: Any, group: torch.Tensor, epochs: int, log: Any, *, priority: int | None = None,
-            factor: torch.Tensor | None = None) -> int:
+            factor: torch.Tensor | None = None, actor_waits: bool = False) -> int:
         calls.append({"priority": priority, "agents": sorted(set(pb.agent[group].tolist())),
                       "factor": None if factor is None else factor.clone()})
-        return original(pb, group, epochs, log, priority=priority, factor=factor)
+        return original(pb, group, epochs, log, priority=priority, factor=factor, actor_waits=actor_waits)
 
     algo._update_group = spy  # type: ignore[method-assign]
     return calls
@@ -401,10 +401,10 @@ def test_superiors_learn_on_a_slower_timescale_when_asked() -> None:
     original = algo._update_group
 
     def spy(pb: Any, group: torch.Tensor, epochs: int, log: Any, *, priority: int | None = None,
-            factor: torch.Tensor | None = None) -> int:
+            factor: torch.Tensor | None = None, actor_waits: bool = False) -> int:
         actor_lr, critic_lr = (g["lr"] for g in algo._adam.param_groups)
         seen.append((priority, actor_lr, critic_lr))
-        return original(pb, group, epochs, log, priority=priority, factor=factor)
+        return original(pb, group, epochs, log, priority=priority, factor=factor, actor_waits=actor_waits)
 
     algo._update_group = spy  # type: ignore[method-assign]
     batch, buffer, indices = _collect(learner)
@@ -414,6 +414,43 @@ def test_superiors_learn_on_a_slower_timescale_when_asked() -> None:
     # critics keep their own rate.
     assert seen == [(0, pytest.approx(0.25e-3), pytest.approx(2e-3)), (1, pytest.approx(0.5e-3), pytest.approx(2e-3)),
                     (2, pytest.approx(1e-3), pytest.approx(2e-3))]
+
+
+def test_bottom_up_start_holds_each_position_until_its_share_of_the_run() -> None:
+    # Three positions, bottom_up = 0.6: the leader starts after 0.6 of the run, the middle
+    # position after 0.3, the last follower at once.
+    learner, _ = _learner(STEPConfig(lr=1e-2, bottom_up=0.6, epochs=2))
+    algo = learner.algorithm
+    batch, buffer, indices = _collect(learner)
+    rows = len(indices)
+    actor = list(algo._adam.param_groups[0]["params"])
+    critic = list(algo._adam.param_groups[1]["params"])
+    seen: list[tuple[int | None, bool, float, float]] = []
+    original = algo._update_group
+
+    def spy(pb: Any, group: torch.Tensor, epochs: int, log: Any, *, priority: int | None = None,
+            factor: torch.Tensor | None = None, actor_waits: bool = False) -> int:
+        a, c = _snapshot(actor), _snapshot(critic)
+        steps = original(pb, group, epochs, log, priority=priority, factor=factor, actor_waits=actor_waits)
+        seen.append((priority, actor_waits, _moved(a, actor), _moved(c, critic)))
+        return steps
+
+    algo._update_group = spy  # type: ignore[method-assign]
+    for done_before, waiting in ((0.0, [True, True, False]), (0.35, [True, False, False]),
+                                 (0.6, [False, False, False])):
+        # The batch counts as learned from before the update reads the progress.
+        algo.set_training_horizon(round(rows / 0.05))
+        algo.env_steps_done.fill_(round(done_before * rows / 0.05))
+        algo._preprocess_batch(batch, buffer, indices)
+        seen.clear()
+        algo._update_with_batch(batch, None, 2)
+        assert [s[0] for s in seen] == [0, 1, 2]
+        assert [s[1] for s in seen] == waiting
+        for _, waits, actor_moved, critic_moved in seen:
+            assert critic_moved > 0  # every position's critic learns from the start
+            assert (actor_moved == 0.0) == waits  # a waiting position moves no actor parameter
+    with pytest.raises(ValueError, match="bottom_up=1.0"):
+        STEPConfig(bottom_up=1.0)
 
 
 def _box_learner_and_batch(config: STEPConfig) -> tuple[Learner, Any]:
