@@ -94,9 +94,6 @@ def check_population_config(config: STEPConfig, spec: JointSpec | None = None) -
         if getattr(config, name):
             raise ValueError(f"{name}=True: population training does not keep these running statistics "
                              "per trial yet; set it to False or train one trial at a time")
-    if config.bottom_up > 0:
-        raise ValueError(f"bottom_up={config.bottom_up!r}: population training has no bottom-up start "
-                         "yet; set it to 0 or train one trial at a time")
     if config.policy_anchor > 0:
         raise ValueError(f"policy_anchor={config.policy_anchor!r}: population training has no policy anchor "
                          "yet; set it to 0 or train one trial at a time")
@@ -421,6 +418,12 @@ class PopulationAlgorithm(OnPolicyAlgorithm[PopulationPolicy]):
             raise ValueError(f"total_env_steps={total_env_steps!r} must be positive")
         self.total_env_steps = int(total_env_steps)
 
+    def progress(self, env_steps_done: int) -> float:
+        """The fraction of the training horizon done after ``env_steps_done`` steps (per trial)."""
+        if self.total_env_steps is None:
+            raise RuntimeError("this setting needs the run's length: call set_training_horizon first")
+        return env_steps_done / self.total_env_steps
+
     def lr_fraction(self, env_steps_done: int) -> float:
         """As :meth:`STEPAlgorithm.lr_fraction` (steps per trial)."""
         if not self.config.lr_decay:
@@ -607,9 +610,12 @@ class PopulationAlgorithm(OnPolicyAlgorithm[PopulationPolicy]):
         steps = 0
         if self.config.variant is Variant.STEP:
             actor_group = self._adam.param_groups[0]
+            progress = self.progress(self.steps_done() - pairs.n_rows) if self.config.bottom_up > 0 else 1.0
             for p in range(n):  # Algorithm 1: agent by agent, leader first
                 actor_group["lr"] = self._base_lrs[0] * fraction * self.config.superior_lr_scale ** (n - 1 - p)
-                steps += self._update_group(pairs, all_pairs[pairs.priority == p], repeat, log, priority=p)
+                waiting = n > 1 and progress < self.config.bottom_up * (n - 1 - p) / (n - 1)
+                steps += self._update_group(pairs, all_pairs[pairs.priority == p], repeat, log, priority=p,
+                                            actor_waits=waiting)
         elif self.config.variant is Variant.HAPPO:
             steps += self._update_happo(pairs, all_pairs, repeat, log)
         else:  # MAPPO, IPPO: one joint update
@@ -692,7 +698,8 @@ class PopulationAlgorithm(OnPolicyAlgorithm[PopulationPolicy]):
 
     def _update_group(self, pairs: PopulationPairs, group: torch.Tensor, epochs: int,
                       log: dict[str, list[float]], *, priority: int | None = None,
-                      factor: torch.Tensor | None = None, trials: torch.Tensor | None = None) -> int:
+                      factor: torch.Tensor | None = None, trials: torch.Tensor | None = None,
+                      actor_waits: bool = False) -> int:
         """PPO epochs of every trial on the pairs ``group`` (:meth:`STEPAlgorithm._update_group`).
 
         ``factor`` (K, T) (HAPPO): multiplies each trial's normalised advantages by row.
@@ -706,6 +713,8 @@ class PopulationAlgorithm(OnPolicyAlgorithm[PopulationPolicy]):
         frozen = {name for k, names in enumerate(self._agent_params) if k not in group_agents for name in names}
         if priority is not None:
             frozen |= {name for q, names in enumerate(self._priority_params) if q != priority for name in names}
+        if actor_waits:  # STEPConfig.bottom_up: no actor parameter moves, the critics learn
+            frozen |= set(self._actor_names)
         frozen_params = [pop.param(name) for name in frozen]
         snapshot: torch.Tensor | None = None
         if priority is not None and priority > 0 and cfg.beta > 0 and isinstance(pop.template.actor, NLevelPolicy):

@@ -78,6 +78,22 @@ def test_trial_of_a_population_reproduces_the_single_trial(variant: Variant) -> 
     assert _max_diff(expected, _state(population.model_of(0))) > 1e-2
 
 
+def test_bottom_up_start_reproduces_the_single_trial() -> None:
+    # STEPConfig.bottom_up over three updates of 400 steps: the leader waits for the first 0.5
+    # of the run (updates 1 and 2), then learns; as in the single trial of seed 3.
+    config = STEPConfig.matrix_games(bottom_up=0.5)
+    steps = 1200
+    single = TrainingSession(_game, config=config, total_steps=steps, seed=3)
+    single.train_steps(steps)
+    expected = _state(single.learner.model)
+    population = PopulationSession(_game, config=config, total_steps=steps, seeds=[5, 3])
+    population.train_steps(steps)
+    assert _max_diff(expected, _state(population.model_of(1))) < 1e-5
+    plain = TrainingSession(_game, config=STEPConfig.matrix_games(), total_steps=steps, seed=3)
+    plain.train_steps(steps)
+    assert _max_diff(expected, _state(plain.learner.model)) > 1e-3  # the option changed the run
+
+
 def test_bootstrap_values_with_gamma_reproduce_the_single_trial() -> None:
     # gamma > 0: the bootstrap values of truncated steps sample the superiors' actions from the
     # current policy, from each trial's own generator as the single trial does.
