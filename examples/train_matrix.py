@@ -55,6 +55,7 @@ from runner.matrix_trials import (  # noqa: E402
     run_algorithm_population,
     run_algorithm_trial,
 )
+from runner.presets import parse_config_overrides  # noqa: E402
 
 MAX_SEED = 2**32 - 1  # NumPy's seeds are 32-bit
 
@@ -76,25 +77,6 @@ class Args:
     logdir: str | None = None
     n_envs: int | None = None
     set: list[str] | None = None
-
-
-def parse_config_overrides(items: list[str]) -> dict[str, Any]:
-    """``["field=value", ...]`` -> overrides of STEPConfig fields (values as Python literals;
-    a bare word is a string). Raises ValueError naming the bad item or field."""
-    import ast
-    from dataclasses import fields
-
-    known = {f.name for f in fields(STEPConfig)} - {"variant"}
-    out: dict[str, Any] = {}
-    for item in items:
-        name, sep, text = item.partition("=")
-        if not sep or name not in known:
-            raise ValueError(f"{item!r} is not FIELD=VALUE with FIELD one of {sorted(known)}")
-        try:
-            out[name] = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            out[name] = text
-    return out
 
 
 def parse_args(argv: list[str] | None = None) -> Args:

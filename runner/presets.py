@@ -231,3 +231,19 @@ def overrides_for(algo: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
     """The overrides that ``algo``'s configuration has a field for."""
     known = {f.name for f in fields(config_class(algo))}
     return {k: v for k, v in overrides.items() if k in known}
+
+
+def parse_config_overrides(items: list[str]) -> dict[str, Any]:
+    """``["field=value", ...]`` -> overrides of STEPConfig fields (values as Python literals;
+    a bare word is a string). Raises ValueError naming the bad item or field."""
+    known = {f.name for f in fields(STEPConfig)} - {"variant"}
+    out: dict[str, Any] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep or name not in known:
+            raise ValueError(f"{item!r} is not FIELD=VALUE with FIELD one of {sorted(known)}")
+        try:
+            out[name] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            out[name] = text
+    return out

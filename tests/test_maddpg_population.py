@@ -14,7 +14,7 @@ from agents.maddpg_population import (
     TrialReplayBuffer,
     train_maddpg_population,
 )
-from envs.matrix import MatrixGame, penalty
+from envs.matrix import MatrixGame, penalty, stackelberg_equilibrium
 from runner.matrix_venv import MatrixGameVectorEnv
 
 EASY = np.stack([np.array([[0.0, 0.0], [0.0, 1.0]])] * 2)  # (1, 1) pays 1 to both, all else 0
@@ -215,7 +215,7 @@ def test_runner_trains_maddpg_trials_as_a_population() -> None:
     assert [r.seed for r in results] == [0, 1]
     for r in results:
         assert len(r.greedy_joint_action) == 2 and np.asarray(r.action_probs).shape == (2, 3)
-        assert r.is_se == (tuple(r.greedy_joint_action) == (0, 0))  # Penalty's SE: (a1, a1)
+        assert r.is_se == (tuple(r.greedy_joint_action) == tuple(stackelberg_equilibrium(penalty(-25.0))[0]))
 
 
 @pytest.mark.slow
