@@ -43,12 +43,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from pettingzoo.utils.env import ParallelEnv
-from tianshou.algorithm.algorithm_base import OffPolicyAlgorithm, Policy
+from tianshou.algorithm.algorithm_base import OffPolicyAlgorithm
 from tianshou.data import Batch, Collector, VectorReplayBuffer
 from tianshou.env import BaseVectorEnv, DummyVectorEnv
 from tianshou.trainer import OffPolicyTrainerParams
 from torch import nn
-from torch.func import functional_call, stack_module_state, vmap
+from torch.func import stack_module_state
 
 from agents.adapter import JointStepEnv
 from agents.algorithm import clip_grad_norm_per_trial_
@@ -65,7 +65,7 @@ from agents.maddpg import (
     critic_td_loss,
     maddpg_batch,
 )
-from agents.population import _trial_draws, check_seeds
+from agents.population import TrialSamplingPolicy, _trial_draws, check_seeds, map_over_trials
 from agents.spec import JointSpec
 from agents.training import mean_over_agents, seed_everything
 
@@ -148,12 +148,7 @@ class MADDPGPopulation(nn.Module):
         for n in self.names:
             t = self.tensor(n)
             params[n] = t.detach() if detach_critics and n.startswith("critics.") else t
-        in_dims = (0, *(None if x is None else 0 for x in batched))
-
-        def one(p: dict[str, torch.Tensor], *xs: torch.Tensor | None) -> Any:
-            return functional_call(self.template, p, (fn, *xs))
-
-        return vmap(one, in_dims=in_dims)(params, *batched)
+        return map_over_trials(self.template, params, fn, *batched)
 
     @torch.no_grad()
     def soft_update_targets(self, tau: float) -> None:
@@ -194,7 +189,7 @@ def _joint_action_space(spec: JointSpec) -> Any:
     return gym.spaces.MultiDiscrete(list(spec.action_sizes))
 
 
-class MADDPGPopulationPolicy(Policy):
+class MADDPGPopulationPolicy(TrialSamplingPolicy):
     """Joint actions of all trials' environments: observations arrive as (K * n_envs, n_agents,
     width), trial k's in rows k*n_envs .. (k+1)*n_envs - 1; inside a training step each trial
     samples each actor's softmax with its own generator, otherwise every actor acts greedily.
@@ -208,12 +203,9 @@ class MADDPGPopulationPolicy(Policy):
 
     def __init__(self, *, population: MADDPGPopulation, generators: Sequence[torch.Generator],
                  action_space: Any, observation_space: Any = None) -> None:
-        super().__init__(action_space=action_space, observation_space=observation_space,
-                         action_scaling=False, action_bound_method=None)
-        if len(generators) != population.size:
-            raise ValueError(f"got {len(generators)} generators for a population of {population.size}")
+        super().__init__(size=population.size, generators=generators, action_space=action_space,
+                         observation_space=observation_space)
         self.population = population
-        self.generators = list(generators)
 
     def logits(self, obs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Per agent i: (K, B, action_sizes[i]) logits from obs (K, B, n_agents, obs_dim)."""

@@ -196,12 +196,7 @@ class PopulationModel(nn.Module):
         Whatever else ``fn`` reads must be the same for every trial (close over it).
         """
         params = {"model." + n: self.stacked[_key(n)] for n in self.names}
-        in_dims = (0, *(None if x is None else 0 for x in batched))
-
-        def one(p: dict[str, torch.Tensor], *xs: torch.Tensor | None) -> Any:
-            return functional_call(self._call, p, (fn, *xs))
-
-        return vmap(one, in_dims=in_dims)(params, *batched)
+        return map_over_trials(self._call, params, fn, *batched)
 
     def model_of(self, k: int) -> MultiAgentActorCritic:
         """A stand-alone single-trial model holding trial k's parameters (a copy)."""
@@ -254,12 +249,41 @@ def _key(name: str) -> str:
     return name.replace(".", "__")
 
 
+def map_over_trials(template: nn.Module, params: dict[str, torch.Tensor], fn: Callable[..., Any],
+                    *batched: torch.Tensor | None) -> Any:
+    """``template(fn, *batched[k])`` with trial k's tensors ``params[name][k]`` for every trial k
+    at once (``torch.func.vmap`` over ``functional_call``), stacked along dimension 0.
+
+    ``template``'s ``forward(fn, *args)`` must call ``fn(module, *args)``; ``params`` maps the
+    template's parameter and buffer names to (K, ...) tensors; ``batched`` are (K, ...)
+    tensors (None passes through unbatched)."""
+    in_dims = (0, *(None if x is None else 0 for x in batched))
+
+    def one(p: dict[str, torch.Tensor], *xs: torch.Tensor | None) -> Any:
+        return functional_call(template, p, (fn, *xs))
+
+    return vmap(one, in_dims=in_dims)(params, *batched)
+
+
+class TrialSamplingPolicy(Policy):
+    """A Tianshou ``Policy`` for a population whose trials sample with generators of their own
+    (one per trial, checked against the population's size)."""
+
+    def __init__(self, *, size: int, generators: Sequence[torch.Generator], action_space: Any,
+                 observation_space: Any = None) -> None:
+        super().__init__(action_space=action_space, observation_space=observation_space,
+                         action_scaling=False, action_bound_method=None)
+        if len(generators) != size:
+            raise ValueError(f"got {len(generators)} generators for a population of {size}")
+        self.generators = list(generators)
+
+
 def _trial_draws(generators: Sequence[torch.Generator], shape: tuple[int, ...]) -> torch.Tensor:
     """(K, *shape) U[0, 1) draws, row k from trial k's generator."""
     return torch.stack([torch.rand(shape, generator=g) for g in generators])
 
 
-class PopulationPolicy(Policy):
+class PopulationPolicy(TrialSamplingPolicy):
     """Joint actions of all trials' environments (module docstring).
 
     Observations arrive as (K * n_envs, n_agents, width), trial k's environments in rows
@@ -275,12 +299,9 @@ class PopulationPolicy(Policy):
 
     def __init__(self, *, population: PopulationModel, generators: Sequence[torch.Generator],
                  action_space: Any, observation_space: Any = None) -> None:
-        super().__init__(action_space=action_space, observation_space=observation_space,
-                         action_scaling=False, action_bound_method=None)
-        if len(generators) != population.size:
-            raise ValueError(f"got {len(generators)} generators for a population of {population.size}")
+        super().__init__(size=population.size, generators=generators, action_space=action_space,
+                         observation_space=observation_space)
         self.population = population
-        self.generators = list(generators)
         self.spec = population.spec
         # The single-trial policy around the template: its chain and evaluate_joint run per trial.
         object.__setattr__(self, "inner", STEPPolicy(model=population.template, action_space=action_space,
