@@ -473,7 +473,7 @@ def test_reproduce_matrix_population_records_look_like_single_trial_records(tmp_
     spec.loader.exec_module(module)
     argv = ["--algos", "step", "happo", "--settings", "penalty-100", "--trials", "2", "--steps", "200",
             "--workers", "1"]
-    single = module.main([*argv, "--out", str(tmp_path / "single")])
+    single = module.main([*argv, "--population", "1", "--out", str(tmp_path / "single")])
     population = module.main([*argv, "--population", "2", "--out", str(tmp_path / "population")])
     for algo in ("step", "happo"):
         for a, b in zip(single["results"][algo]["penalty-100"], population["results"][algo]["penalty-100"],
@@ -483,6 +483,7 @@ def test_reproduce_matrix_population_records_look_like_single_trial_records(tmp_
             assert np.allclose(a["action_probs"], b["action_probs"], atol=1e-4)
     with pytest.raises(SystemExit):
         module.parse_args(["--population", "0"])
+    assert module.parse_args([]).population == 50  # the default protocol trains populations
 
 
 def test_happo_turn_moves_only_the_trials_whose_turn_it_is() -> None:
