@@ -234,8 +234,10 @@ def test_run_trials_skips_what_the_journal_holds(tmp_path: Path) -> None:
 
 def test_reproduce_matrix_resumes_after_a_failing_trial(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     module = load_script("reproduce_matrix")
+    # One trial at a time (--population 1): the resume of single trials (populations:
+    # tests/test_population.py).
     argv = ["--algos", "step", "--settings", "mixing", "penalty-100", "--trials", "1", "--steps", "400",
-            "--workers", "1"]
+            "--workers", "1", "--population", "1"]
     reference = module.main([*argv, "--out", str(tmp_path / "reference")])
 
     real, calls = module.run_trial, []
