@@ -189,13 +189,6 @@ class STEPAlgorithm(OnPolicyAlgorithm[STEPPolicy]):
         done: torch.Tensor = self.env_steps_done  # type: ignore[assignment]
         done += count
 
-    def progress(self, env_steps_done: int) -> float:
-        """The fraction of the training horizon done after ``env_steps_done`` steps."""
-        if self.total_env_steps is None:
-            raise RuntimeError("this setting needs the run's length: call "
-                               "algorithm.set_training_horizon(total_env_steps) before training")
-        return env_steps_done / self.total_env_steps
-
     def lr_fraction(self, env_steps_done: int) -> float:
         """The factor on the learning rates after ``env_steps_done`` steps (1 without
         ``lr_decay``; else linear from 1 to 0 over the training horizon)."""
@@ -355,14 +348,15 @@ class STEPAlgorithm(OnPolicyAlgorithm[STEPPolicy]):
         n = self.model.spec.n_agents
         if variant is Variant.STEP:
             actor_group = self._adam.param_groups[0]
-            progress = self.progress(self.steps_done() - pb.n_rows) if self.config.bottom_up > 0 else 1.0
+            progress = (horizon_progress(self.steps_done() - pb.n_rows, self.total_env_steps)
+                        if self.config.bottom_up > 0 else 1.0)
             for p in range(n):  # Algorithm 1: agent by agent, leader first
                 # Two timescales: each superior's actor steps superior_lr_scale times the step
                 # of the agent below it (1.0: one rate for all, as in the paper).
                 actor_group["lr"] = self._base_lrs[0] * fraction * self.config.superior_lr_scale ** (n - 1 - p)
                 group = all_pairs[pb.priority == p]
-                waiting = n > 1 and progress < self.config.bottom_up * (n - 1 - p) / (n - 1)
-                steps += self._update_group(pb, group, repeat, log, priority=p, actor_waits=waiting)
+                steps += self._update_group(pb, group, repeat, log, priority=p,
+                                            actor_waits=self.config.actor_waits(p, n, progress))
         elif variant is Variant.HAPPO:
             factor = torch.ones(pb.n_rows)  # (T,) product of earlier agents' ratios
             perm = torch.randperm(n, generator=self._generator)
@@ -564,6 +558,14 @@ def step_loss(model: MultiAgentActorCritic, cfg: STEPConfig, inputs: PairInputs,
         reg = hypernetwork_regulariser(actor, snapshot, beta=cfg.beta, current=generated[: snapshot.shape[0]])
         loss = loss + reg
     return loss, torch.stack([-surrogate, vf_loss, entropy, reg.expand_as(vf_loss)])
+
+
+def horizon_progress(env_steps_done: int, total_env_steps: int | None) -> float:
+    """The fraction of the training horizon done after ``env_steps_done`` steps."""
+    if total_env_steps is None:
+        raise RuntimeError("this setting needs the run's length: call "
+                           "algorithm.set_training_horizon(total_env_steps) before training")
+    return env_steps_done / total_env_steps
 
 
 def clip_grad_norm_per_trial_(params: Sequence[torch.Tensor], max_norm: float) -> torch.Tensor:

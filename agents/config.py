@@ -177,6 +177,11 @@ class STEPConfig:
         if self.critic_state not in ("auto", "always", "never"):
             raise ValueError(f"critic_state={self.critic_state!r}; expected 'auto', 'always' or 'never'")
 
+    def actor_waits(self, position: int, n_positions: int, progress: float) -> bool:
+        """Whether priority ``position`` of ``n_positions`` still waits to learn after
+        ``progress`` (fraction of the run) under :attr:`bottom_up`."""
+        return n_positions > 1 and progress < self.bottom_up * (n_positions - 1 - position) / (n_positions - 1)
+
     @classmethod
     def matrix_games(cls, **overrides: Any) -> STEPConfig:
         """The preset used for the repeated matrix games.

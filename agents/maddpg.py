@@ -63,9 +63,13 @@ __all__ = [
     "build_maddpg",
     "critic_td_loss",
     "gumbel_softmax_st",
+    "check_total_steps",
+    "collect_unit",
     "maddpg_batch",
+    "matrix_game_record",
     "matrix_game_trial",
     "one_hot_joint",
+    "train_chunk",
     "train_maddpg",
 ]
 
@@ -267,9 +271,13 @@ class MADDPG(OffPolicyAlgorithm[MADDPGPolicy], LaggedNetworkPolyakUpdateAlgorith
                             logit_penalty=self.config.logit_penalty)
 
     def _update_with_batch(self, batch: Any) -> MADDPGTrainingStats:
-        critic_loss = self.critic_loss(batch)
+        data = maddpg_batch(batch, self.spec)  # the tensors once, for both losses
+        sizes, temperature = self.spec.action_sizes, self.config.gumbel_temperature
+        critic_loss = critic_td_loss(self.critics, self.actors_old, self.critics_old, data, action_sizes=sizes,
+                                     gamma=self.config.gamma, temperature=temperature)
         self.critic_optim.step(critic_loss)
-        actor_loss = self.actor_loss(batch)
+        actor_loss = actor_q_loss(self.policy.actors, self.critics, data, action_sizes=sizes,
+                                  temperature=temperature, logit_penalty=self.config.logit_penalty)
         # The actor loss also leaves gradients on the critics; the critic optimiser zeroes them
         # before its next backward pass, so they never reach a critic update.
         self.actor_optim.step(actor_loss)
@@ -419,6 +427,55 @@ def build_maddpg(*, env: JointStepEnv, config: MADDPGConfig) -> MADDPGLearner:
     return MADDPGLearner(spec=spec, config=config, policy=policy, algorithm=algorithm, first_obs=first_obs)
 
 
+def collect_unit(config: MADDPGConfig) -> int:
+    """Environment steps one collect really takes (whole vector steps over ``config.n_envs``)."""
+    return math.ceil(config.steps_per_collect / config.n_envs) * config.n_envs
+
+
+def check_total_steps(total_steps: Any, config: MADDPGConfig) -> None:
+    """``ValueError`` unless ``total_steps`` is an integer larger than the warm-up."""
+    if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps <= config.warmup_steps:
+        raise ValueError(f"total_steps={total_steps!r} must be an integer larger than MADDPG's "
+                         f"warmup_steps={config.warmup_steps}")
+
+
+def train_chunk(algorithm: OffPolicyAlgorithm, collector: Collector, config: MADDPGConfig, n_steps: int, *,
+                warmup_done: bool, trials: int = 1, logger: Any = None) -> None:
+    """Collect and learn ``n_steps`` more joint environment steps per trial with Tianshou's
+    off-policy trainer; unless ``warmup_done``, first ``config.warmup_steps`` uniformly random
+    ones (which must fit in the chunk). ``trials``: the collector's environments belong to
+    this many trials of ``config.n_envs`` each (a population), which collect and take their
+    gradient steps together, each as many as a single trial."""
+    if not warmup_done:
+        warmup = config.warmup_steps
+        if n_steps < warmup + collect_unit(config):
+            raise ValueError(
+                f"the first chunk ({n_steps} steps) must hold MADDPG's warmup_steps={warmup} plus "
+                f"one collect ({collect_unit(config)} steps); evaluate less often or lower warmup_steps"
+            )
+        stats = collector.collect(n_step=trials * warmup, random=True)
+        if logger is not None:
+            logger.log_training_data({"n_collected_steps": stats.n_collected_steps}, 0)
+        n_steps -= stats.n_collected_steps // trials
+    params = OffPolicyTrainerParams(
+        training_collector=collector,
+        max_epochs=1,
+        epoch_num_steps=trials * n_steps,
+        collection_step_num_env_steps=trials * config.steps_per_collect,
+        batch_size=config.batch_size,  # per trial (a population's buffer samples it for each)
+        # Per collected step of all trials: each trial takes the single trial's gradient steps.
+        update_step_num_gradient_steps_per_sample=config.gradient_steps_per_step / trials,
+        test_collector=None,
+        logger=logger,
+        multi_agent_return_reduction=mean_over_agents,
+        verbose=False,
+        show_progress=False,
+    )
+    # reset_collectors=False: keep the replay buffer and the episodes under way (or just
+    # restarted by reset_envs); Trainer.run would otherwise reset the envs once more.
+    algorithm.create_trainer(params).run(reset_collectors=False)
+
+
 class MADDPGTrainingSession:
     """MADDPG with its vector env, replay buffer and collector, trained in chunks of
     environment steps (Tianshou's off-policy trainer), as :class:`agents.training.TrainingSession`
@@ -441,9 +498,7 @@ class MADDPGTrainingSession:
 
     def __init__(self, env_fn: Callable[[], ParallelEnv], *, config: MADDPGConfig, total_steps: int, seed: int,
                  order: Sequence[str] | None = None, observation: str = "own", subprocess: bool = False) -> None:
-        if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps <= config.warmup_steps:
-            raise ValueError(f"total_steps={total_steps!r} must be an integer larger than MADDPG's "
-                             f"warmup_steps={config.warmup_steps}")
+        check_total_steps(total_steps, config)
         seed_everything(seed)
         if config.torch_threads is not None:
             torch.set_num_threads(config.torch_threads)
@@ -469,7 +524,7 @@ class MADDPGTrainingSession:
     @property
     def steps_per_chunk_unit(self) -> int:
         """Environment steps one collect really takes (whole vector steps)."""
-        return math.ceil(self.config.steps_per_collect / self.config.n_envs) * self.config.n_envs
+        return collect_unit(self.config)
 
     def reset_envs(self, seeds: Sequence[int]) -> None:
         """Re-seed every training environment (one seed per env) and start new episodes; the
@@ -487,35 +542,9 @@ class MADDPGTrainingSession:
             n_steps: environment steps to add.
             logger: a Tianshou logger for the collect and update statistics (or None).
         """
-        if not self.warmup_done:
-            warmup = self.config.warmup_steps
-            if n_steps < warmup + self.steps_per_chunk_unit:
-                raise ValueError(
-                    f"the first chunk ({n_steps} steps) must hold MADDPG's warmup_steps={warmup} plus "
-                    f"one collect ({self.steps_per_chunk_unit} steps); evaluate less often or lower "
-                    "warmup_steps"
-                )
-            stats = self.collector.collect(n_step=warmup, random=True)
-            if logger is not None:
-                logger.log_training_data({"n_collected_steps": stats.n_collected_steps}, 0)
-            n_steps -= stats.n_collected_steps
-            self.warmup_done = True
-        params = OffPolicyTrainerParams(
-            training_collector=self.collector,
-            max_epochs=1,
-            epoch_num_steps=n_steps,
-            collection_step_num_env_steps=self.config.steps_per_collect,
-            batch_size=self.config.batch_size,
-            update_step_num_gradient_steps_per_sample=self.config.gradient_steps_per_step,
-            test_collector=None,
-            logger=logger,
-            multi_agent_return_reduction=mean_over_agents,
-            verbose=False,
-            show_progress=False,
-        )
-        # reset_collectors=False: keep the replay buffer and the episodes under way (or just
-        # restarted by reset_envs); Trainer.run would otherwise reset the envs once more.
-        self.learner.algorithm.create_trainer(params).run(reset_collectors=False)
+        train_chunk(self.learner.algorithm, self.collector, self.config, n_steps, warmup_done=self.warmup_done,
+                    logger=logger)
+        self.warmup_done = True
 
     def close(self) -> None:
         """Close the training environments."""
@@ -574,10 +603,13 @@ def matrix_game_trial(env_factory: Callable[[], ParallelEnv], *, stackelberg_joi
             f"expected one per agent of {list(agents)}"
         )
     learner = train_maddpg(env_factory, config=config, steps=steps, seed=seed)
+    return matrix_game_record(learner, seed=seed, stackelberg_joint_action=se_joint)
+
+
+def matrix_game_record(learner: MADDPGLearner, *, seed: int, stackelberg_joint_action: Sequence[int]
+                       ) -> dict[str, Any]:
+    """What a trained learner converged to on a repeated game: ``{"seed", "greedy_joint_action",
+    "action_probs", "is_se"}`` (as :func:`matrix_game_trial` returns)."""
     joint = learner.greedy_joint_action()
-    return {
-        "seed": seed,
-        "greedy_joint_action": list(joint),
-        "action_probs": learner.action_probs().tolist(),
-        "is_se": tuple(joint) == se_joint,
-    }
+    return {"seed": seed, "greedy_joint_action": list(joint), "action_probs": learner.action_probs().tolist(),
+            "is_se": joint == tuple(int(a) for a in stackelberg_joint_action)}

@@ -46,7 +46,6 @@ from pettingzoo.utils.env import ParallelEnv
 from tianshou.algorithm.algorithm_base import OffPolicyAlgorithm
 from tianshou.data import Batch, Collector, VectorReplayBuffer
 from tianshou.env import BaseVectorEnv, DummyVectorEnv
-from tianshou.trainer import OffPolicyTrainerParams
 from torch import nn
 from torch.func import stack_module_state
 
@@ -62,12 +61,15 @@ from agents.maddpg import (
     _obs_tensor,
     actor_q_loss,
     build_maddpg,
+    check_total_steps,
+    collect_unit,
     critic_td_loss,
     maddpg_batch,
+    train_chunk,
 )
-from agents.population import TrialSamplingPolicy, _trial_draws, check_seeds, map_over_trials
+from agents.population import TrialSamplingPolicy, _key, _trial_draws, check_seeds, map_over_trials
 from agents.spec import JointSpec
-from agents.training import mean_over_agents, seed_everything
+from agents.training import _joint_action_space, seed_everything
 
 __all__ = [
     "MADDPGPopulation",
@@ -174,19 +176,9 @@ class MADDPGPopulation(nn.Module):
                              first_obs=self.first_obs)
 
 
-def _key(name: str) -> str:
-    return name.replace(".", "__")
-
-
 def _unwrapped(lagged: Sequence[Any]) -> nn.ModuleList:
     """The modules behind Tianshou's lagged-network wrappers, as one ModuleList."""
     return nn.ModuleList(getattr(m, "module", m) for m in lagged)
-
-
-def _joint_action_space(spec: JointSpec) -> Any:
-    import gymnasium as gym
-
-    return gym.spaces.MultiDiscrete(list(spec.action_sizes))
 
 
 class MADDPGPopulationPolicy(TrialSamplingPolicy):
@@ -361,9 +353,7 @@ class MADDPGPopulationSession:
     def __init__(self, env_fn: Callable[[], ParallelEnv], *, config: MADDPGConfig, total_steps: int,
                  seeds: Sequence[int], order: Sequence[str] | None = None, observation: str = "own",
                  venv_fn: Callable[[list[Callable[[], JointStepEnv]]], BaseVectorEnv] | None = None) -> None:
-        if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps <= config.warmup_steps:
-            raise ValueError(f"total_steps={total_steps!r} must be an integer larger than MADDPG's "
-                             f"warmup_steps={config.warmup_steps}")
+        check_total_steps(total_steps, config)
         seeds = check_seeds(seeds)
         if config.torch_threads is not None:
             torch.set_num_threads(config.torch_threads)
@@ -373,16 +363,16 @@ class MADDPGPopulationSession:
             return JointStepEnv(env=env_fn(), order=order, observation=observation)
 
         learners, torch_generators, numpy_generators = [], [], []
-        for seed in seeds:  # the single trial's start: networks built right after seeding
+        for seed in seeds:  # the single trial's start: env and networks made right after seeding
             seed_everything(seed)
-            learners.append(build_maddpg(env=make(), config=config))
+            probe = make()
+            learners.append(build_maddpg(env=probe, config=config))
             generator = torch.Generator()
             generator.set_state(torch.get_rng_state())  # continues the stream the single trial uses
             torch_generators.append(generator)
             numpy_generators.append(np.random.default_rng([seed, 1]))
         self.population = MADDPGPopulation(learners)
         self.spec = self.population.spec
-        probe = make()
         self.policy = MADDPGPopulationPolicy(population=self.population, generators=torch_generators,
                                              action_space=probe.action_space,
                                              observation_space=probe.observation_space)
@@ -410,30 +400,9 @@ class MADDPGPopulationSession:
     def train_steps(self, n_steps: int, *, logger: Any = None) -> None:
         """Collect and learn ``n_steps`` more joint environment steps per trial (the first call
         includes the random warm-up), with Tianshou's off-policy trainer."""
-        k, config = self.size, self.config
-        per_collect = math.ceil(config.steps_per_collect / config.n_envs) * config.n_envs
-        if not self.warmup_done:
-            if n_steps < config.warmup_steps + per_collect:
-                raise ValueError(f"the first chunk ({n_steps} steps) must hold MADDPG's warmup_steps="
-                                 f"{config.warmup_steps} plus one collect ({per_collect} steps)")
-            stats = self.collector.collect(n_step=k * config.warmup_steps, random=True)
-            n_steps -= stats.n_collected_steps // k
-            self.warmup_done = True
-        params = OffPolicyTrainerParams(
-            training_collector=self.collector,
-            max_epochs=1,
-            epoch_num_steps=k * n_steps,
-            collection_step_num_env_steps=k * config.steps_per_collect,
-            batch_size=config.batch_size,  # per trial (TrialReplayBuffer)
-            # Gradient steps per collect as in the single trial: the collect holds K trials' steps.
-            update_step_num_gradient_steps_per_sample=config.gradient_steps_per_step / k,
-            test_collector=None,
-            logger=logger,
-            multi_agent_return_reduction=mean_over_agents,
-            verbose=False,
-            show_progress=False,
-        )
-        self.algorithm.create_trainer(params).run(reset_collectors=False)
+        train_chunk(self.algorithm, self.collector, self.config, n_steps, warmup_done=self.warmup_done,
+                    trials=self.size, logger=logger)
+        self.warmup_done = True
 
     def learner_of(self, k: int) -> MADDPGLearner:
         """Trial k's trained networks as a stand-alone single-trial learner."""
@@ -452,8 +421,7 @@ def train_maddpg_population(env_fn: Callable[[], ParallelEnv], *, config: MADDPG
     population twin of :func:`agents.maddpg.train_maddpg` (same ``steps`` semantics)."""
     session = MADDPGPopulationSession(env_fn, config=config, total_steps=steps, seeds=seeds, venv_fn=venv_fn)
     try:
-        per_collect = math.ceil(config.steps_per_collect / config.n_envs) * config.n_envs
-        session.train_steps(max(steps, config.warmup_steps + per_collect))
+        session.train_steps(max(steps, config.warmup_steps + collect_unit(config)))
     finally:
         session.close()
     return [session.learner_of(k) for k in range(session.size)]

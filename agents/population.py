@@ -68,6 +68,7 @@ from agents.algorithm import (
     _next_positions,
     _normalise_per_agent,
     clip_grad_norm_per_trial_,
+    horizon_progress,
     pair_losses,
     step_loss,
 )
@@ -439,12 +440,6 @@ class PopulationAlgorithm(OnPolicyAlgorithm[PopulationPolicy]):
             raise ValueError(f"total_env_steps={total_env_steps!r} must be positive")
         self.total_env_steps = int(total_env_steps)
 
-    def progress(self, env_steps_done: int) -> float:
-        """The fraction of the training horizon done after ``env_steps_done`` steps (per trial)."""
-        if self.total_env_steps is None:
-            raise RuntimeError("this setting needs the run's length: call set_training_horizon first")
-        return env_steps_done / self.total_env_steps
-
     def lr_fraction(self, env_steps_done: int) -> float:
         """As :meth:`STEPAlgorithm.lr_fraction` (steps per trial)."""
         if not self.config.lr_decay:
@@ -631,12 +626,12 @@ class PopulationAlgorithm(OnPolicyAlgorithm[PopulationPolicy]):
         steps = 0
         if self.config.variant is Variant.STEP:
             actor_group = self._adam.param_groups[0]
-            progress = self.progress(self.steps_done() - pairs.n_rows) if self.config.bottom_up > 0 else 1.0
+            progress = (horizon_progress(self.steps_done() - pairs.n_rows, self.total_env_steps)
+                        if self.config.bottom_up > 0 else 1.0)
             for p in range(n):  # Algorithm 1: agent by agent, leader first
                 actor_group["lr"] = self._base_lrs[0] * fraction * self.config.superior_lr_scale ** (n - 1 - p)
-                waiting = n > 1 and progress < self.config.bottom_up * (n - 1 - p) / (n - 1)
                 steps += self._update_group(pairs, all_pairs[pairs.priority == p], repeat, log, priority=p,
-                                            actor_waits=waiting)
+                                            actor_waits=self.config.actor_waits(p, n, progress))
         elif self.config.variant is Variant.HAPPO:
             steps += self._update_happo(pairs, all_pairs, repeat, log)
         else:  # MAPPO, IPPO: one joint update

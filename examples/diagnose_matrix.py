@@ -31,7 +31,7 @@ from agents.config import STEPConfig  # noqa: E402
 from agents.execution import act_from_flat  # noqa: E402
 from agents.model import MultiAgentActorCritic  # noqa: E402
 from envs import matrix  # noqa: E402
-from runner.matrix_trials import load_payoffs_file  # noqa: E402
+from runner.matrix_trials import game_payoffs, train_matrix_population  # noqa: E402
 from runner.presets import parse_config_overrides  # noqa: E402
 
 Context = tuple[int, ...]
@@ -119,20 +119,13 @@ def main(argv: list[str] | None = None) -> list[TrialDiagnosis]:
         if getattr(args, name) <= 0:
             parser.error(f"--{name} must be positive, got {getattr(args, name)}")
     try:
-        payoffs = load_payoffs_file(args.payoffs) if args.payoffs is not None else (
-            matrix.penalty(args.k) if args.game == "penalty" else getattr(matrix, args.game)())
+        payoffs = game_payoffs(args.game, args.k, args.payoffs)
         config = STEPConfig.matrix_games(**parse_config_overrides(args.set or []))
     except (ValueError, TypeError) as exc:
         parser.error(str(exc))
-    from agents.population import train_population
-    from agents.training import critics_read_state
-    from runner.matrix_venv import MatrixGameVectorEnv
-
-    with_state = critics_read_state(config, matrix.MatrixGame(payoffs))
     try:
-        models = train_population(lambda: matrix.MatrixGame(payoffs), config=config, total_steps=args.steps,
-                                  seeds=list(range(args.seed, args.seed + args.trials)),
-                                  venv_fn=lambda fns: MatrixGameVectorEnv(payoffs, len(fns), with_state=with_state))
+        models = train_matrix_population(payoffs, config=config, steps=args.steps,
+                                         seeds=list(range(args.seed, args.seed + args.trials)))
     except ValueError as exc:  # a setting populations do not train
         parser.error(str(exc))
     results = []

@@ -50,6 +50,7 @@ from runner.journal import (  # noqa: E402
     write_json_atomically,
 )
 from runner.matrix_trials import (  # noqa: E402
+    game_payoffs,
     load_payoffs_file,
     population_supported,
     run_algorithm_population,
@@ -145,11 +146,7 @@ def parse_args(argv: list[str] | None = None) -> Args:
 
 def load_payoffs(args: Args) -> np.ndarray:
     """The payoff table of ``--payoffs`` or of ``--game``."""
-    if args.payoffs is not None:
-        return load_payoffs_file(args.payoffs)
-    if args.game == "penalty":
-        return matrix.penalty(args.k)
-    return {"mixing": matrix.mixing, "climbing": matrix.climbing}[args.game]()
+    return game_payoffs(args.game, args.k, args.payoffs)
 
 
 def _trial(job: tuple[str, np.ndarray, dict | None, int, int, str | None]) -> dict[str, Any]:

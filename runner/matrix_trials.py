@@ -21,7 +21,7 @@ import numpy as np
 from agents.config import STEPConfig
 from agents.execution import matrix_game_report
 from agents.training import train
-from envs.matrix import MatrixGame, stackelberg_equilibrium
+from envs.matrix import MatrixGame, climbing, mixing, penalty, stackelberg_equilibrium
 
 
 def load_payoffs_file(path: str | Path) -> np.ndarray:
@@ -53,6 +53,19 @@ def load_payoffs_file(path: str | Path) -> np.ndarray:
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from exc
     return np.asarray(table, dtype=np.float64)
+
+
+def game_payoffs(game: str, k: float = -100.0, payoffs_file: str | Path | None = None) -> np.ndarray:
+    """The payoff table of ``payoffs_file`` (:func:`load_payoffs_file`) if given, else of the
+    paper's game ``game`` ("penalty" with penalty ``k``, "mixing" or "climbing")."""
+    if payoffs_file is not None:
+        return load_payoffs_file(payoffs_file)
+    if game == "penalty":
+        return penalty(k)
+    tables = {"mixing": mixing, "climbing": climbing}
+    if game not in tables:
+        raise ValueError(f"game={game!r}; expected 'penalty', 'mixing' or 'climbing'")
+    return tables[game]()
 
 
 @dataclass
@@ -104,6 +117,27 @@ def population_supported(algo: str, config: STEPConfig | None = None) -> bool:
     return True
 
 
+def train_matrix_population(payoffs: np.ndarray, *, config: STEPConfig, steps: int, seeds: list[int],
+                            episode_length: int = 25) -> list[Any]:
+    """The trained models of one population (:func:`agents.population.train_population`) on
+    the repeated game ``payoffs``, stepped as arrays (:class:`~runner.matrix_venv.MatrixGameVectorEnv`).
+
+    Raises:
+        ValueError: for an empty or repeated seed list, or a config the population learner
+            does not train (:func:`agents.population.check_population_config`).
+    """
+    from agents.population import train_population
+    from agents.training import critics_read_state
+    from runner.matrix_venv import MatrixGameVectorEnv
+
+    payoffs = np.asarray(payoffs, dtype=np.float64)
+    with_state = critics_read_state(config, MatrixGame(payoffs, episode_length=episode_length))
+    return train_population(
+        lambda: MatrixGame(payoffs, episode_length=episode_length), config=config, total_steps=steps, seeds=seeds,
+        venv_fn=lambda fns: MatrixGameVectorEnv(payoffs, len(fns), episode_length=episode_length,
+                                                with_state=with_state))
+
+
 def run_matrix_population(payoffs: np.ndarray, *, config: STEPConfig, steps: int, seeds: list[int],
                           episode_length: int = 25) -> list[TrialResult]:
     """:func:`run_matrix_trial` for every seed, the trials trained together as one population
@@ -116,18 +150,12 @@ def run_matrix_population(payoffs: np.ndarray, *, config: STEPConfig, steps: int
         ValueError: for an empty or repeated seed list, or a config the population learner
             does not train (:func:`agents.population.check_population_config`).
     """
-    from agents.population import check_seeds, train_population
-    from agents.training import critics_read_state
-    from runner.matrix_venv import MatrixGameVectorEnv
+    from agents.population import check_seeds
 
     payoffs = np.asarray(payoffs, dtype=np.float64)
     seeds = check_seeds(seeds)
-    with_state = critics_read_state(config, MatrixGame(payoffs, episode_length=episode_length))
     start = time.perf_counter()
-    models = train_population(
-        lambda: MatrixGame(payoffs, episode_length=episode_length), config=config, total_steps=steps, seeds=seeds,
-        venv_fn=lambda fns: MatrixGameVectorEnv(payoffs, len(fns), episode_length=episode_length,
-                                                with_state=with_state))
+    models = train_matrix_population(payoffs, config=config, steps=steps, seeds=seeds, episode_length=episode_length)
     seconds = (time.perf_counter() - start) / len(seeds)
     se, _ = stackelberg_equilibrium(payoffs)
     results = []
@@ -147,7 +175,7 @@ def run_maddpg_population(payoffs: np.ndarray, *, steps: int, seeds: list[int],
     Trial k's result does not depend on the other trials; it equals the single trial of its
     seed in distribution (its random streams are its own), not number for number.
     """
-    from agents.maddpg import MADDPGConfig
+    from agents.maddpg import MADDPGConfig, matrix_game_record
     from agents.maddpg_population import train_maddpg_population
     from agents.population import check_seeds
     from runner.matrix_venv import MatrixGameVectorEnv
@@ -160,9 +188,7 @@ def run_maddpg_population(payoffs: np.ndarray, *, steps: int, seeds: list[int],
         seeds=seeds, venv_fn=lambda fns: MatrixGameVectorEnv(payoffs, len(fns), episode_length=episode_length))
     seconds = (time.perf_counter() - start) / len(seeds)
     se, _ = stackelberg_equilibrium(payoffs)
-    return [TrialResult(seed=seed, greedy_joint_action=list(learner.greedy_joint_action()),
-                        action_probs=learner.action_probs().tolist(),
-                        is_se=learner.greedy_joint_action() == tuple(se), seconds=seconds)
+    return [TrialResult(seconds=seconds, **matrix_game_record(learner, seed=seed, stackelberg_joint_action=se))
             for seed, learner in zip(seeds, learners, strict=True)]
 
 

@@ -55,6 +55,19 @@ def _collect(learner: Learner, *, episodes: int = 1, deaths: dict[str, int] | No
     return batch, buffer, indices
 
 
+def _record_losses(algo: STEPAlgorithm) -> list[float]:
+    """The loss of every gradient step ``algo`` takes from now on, in order (a spy)."""
+    losses: list[float] = []
+    original = algo._gradient_step
+
+    def spy(loss: torch.Tensor, frozen: list[torch.nn.Parameter]) -> None:
+        losses.append(loss.item())
+        original(loss, frozen)
+
+    algo._gradient_step = spy  # type: ignore[method-assign]
+    return losses
+
+
 # --- the loss terms of one gradient step ---------------------------------------------------
 
 def test_loss_terms_of_one_step_by_hand() -> None:
@@ -102,15 +115,8 @@ def test_one_gradient_step_minimises_the_sum_of_the_terms() -> None:
     algo._preprocess_batch(batch, buffer, indices)
     pb = algo._pairs
     actor = learner.model.actor
-    seen: list[float] = []
+    seen = _record_losses(algo)
     expected: list[float] = []
-    original = algo._gradient_step
-
-    def spy(loss: torch.Tensor, frozen: list[torch.nn.Parameter]) -> None:
-        seen.append(loss.item())
-        original(loss, frozen)
-
-    algo._gradient_step = spy  # type: ignore[method-assign]
     for p in range(3):
         group = torch.nonzero(pb.priority == p).squeeze(1)
         sub = pb.subset(group)
@@ -571,14 +577,7 @@ def test_policy_anchor_is_zero_at_the_start_of_an_update_and_holds_the_others() 
         sub = pb.subset(others)
         with torch.no_grad():
             before, _ = model.heads(sub.inputs, agent=sub.agent, priority=sub.priority, with_value=False)
-        losses: list[float] = []
-        original = algo._gradient_step
-
-        def spy(loss: torch.Tensor, frozen: list[torch.nn.Parameter]) -> None:
-            losses.append(loss.item())
-            original(loss, frozen)
-
-        algo._gradient_step = spy  # type: ignore[method-assign]
+        losses = _record_losses(algo)
         group = torch.nonzero(pb.priority == 1).squeeze(1)
         algo._update_group(pb, group, epochs, {"actor": [], "vf": [], "ent": [], "reg": []}, priority=1)
         with torch.no_grad():
