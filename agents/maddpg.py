@@ -15,7 +15,7 @@ is exactly one step of the simultaneous (parallel) game, so the adapter serves b
 Learning runs on Tianshou: :class:`MADDPGPolicy` is a ``Policy``, :class:`MADDPG` an
 ``OffPolicyAlgorithm`` (template method ``_update_with_batch``), and training is
 ``algorithm.run_training(OffPolicyTrainerParams(...))`` over a ``Collector``, a
-``DummyVectorEnv`` and a ``VectorReplayBuffer``.
+``DummyVectorEnv`` and a ``VectorReplayBuffer`` (:class:`agents.lockstep_buffer.LockstepVectorReplayBuffer`).
 
 Entry points: :func:`train_maddpg` returns a :class:`MADDPGLearner` with
 :meth:`~MADDPGLearner.greedy_joint_action` and :meth:`~MADDPGLearner.action_probs`;
@@ -42,12 +42,13 @@ from tianshou.algorithm.algorithm_base import (
     TrainingStats,
 )
 from tianshou.algorithm.optim import AdamOptimizerFactory
-from tianshou.data import Batch, Collector, VectorReplayBuffer
+from tianshou.data import Batch, Collector
 from tianshou.env import DummyVectorEnv, SubprocVectorEnv
 from tianshou.trainer import OffPolicyTrainerParams
 from torch import nn
 
 from agents.adapter import ALIVE, EXTRA_COLUMNS, JointStepEnv, unpack_info
+from agents.lockstep_buffer import LockstepVectorReplayBuffer
 from agents.spec import JointSpec, UnsupportedSpaceError
 from agents.training import mean_over_agents, seed_everything
 
@@ -516,7 +517,7 @@ class MADDPGTrainingSession:
         venv_cls = SubprocVectorEnv if subprocess else DummyVectorEnv
         self.venv = venv_cls([make(i) for i in range(config.n_envs)])
         self.venv.seed([seed * 1000 + i for i in range(config.n_envs)])
-        self.buffer = VectorReplayBuffer(config.buffer_size, config.n_envs)
+        self.buffer = LockstepVectorReplayBuffer(config.buffer_size, config.n_envs)
         self.collector: Collector[Any] = Collector(self.learner.policy, self.venv, self.buffer)
         self.collector.reset()
         self.warmup_done = config.warmup_steps == 0

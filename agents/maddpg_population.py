@@ -11,7 +11,7 @@ stacked along a leading trial dimension:
   ``torch.func.vmap`` over ``functional_call``.
 * :class:`MADDPGPopulationPolicy` -- a Tianshou ``Policy``: the joint actions of all K x n_envs
   environments, every trial sampling from its own ``torch.Generator``.
-* :class:`TrialReplayBuffer` -- a Tianshou ``VectorReplayBuffer`` over all environments whose
+* :class:`TrialReplayBuffer` -- a Tianshou ``VectorReplayBuffer`` (vectorised ``add``) over all environments whose
   ``sample`` draws ``batch_size`` transitions for every trial from that trial's own
   environments, with the trial's own NumPy generator (trial-major rows).
 * :class:`MADDPGPopulationAlgorithm` -- a Tianshou ``OffPolicyAlgorithm``: every trial's loss,
@@ -44,13 +44,14 @@ import torch
 import torch.nn.functional as F
 from pettingzoo.utils.env import ParallelEnv
 from tianshou.algorithm.algorithm_base import OffPolicyAlgorithm
-from tianshou.data import Batch, Collector, VectorReplayBuffer
+from tianshou.data import Batch, Collector
 from tianshou.env import BaseVectorEnv, DummyVectorEnv
 from torch import nn
 from torch.func import stack_module_state
 
 from agents.adapter import JointStepEnv
 from agents.algorithm import clip_grad_norm_per_trial_
+from agents.lockstep_buffer import LockstepVectorReplayBuffer
 from agents.maddpg import (
     MADDPG,
     MADDPGBatch,
@@ -226,7 +227,7 @@ class MADDPGPopulationPolicy(TrialSamplingPolicy):
         return Batch(act=torch.stack(act, dim=-1).reshape(k * rows, -1).numpy(), state=state)
 
 
-class TrialReplayBuffer(VectorReplayBuffer):
+class TrialReplayBuffer(LockstepVectorReplayBuffer):
     """A ``VectorReplayBuffer`` of K trials x n_envs environments that samples per trial.
 
     ``sample(batch_size)`` returns K * batch_size transitions: rows k*batch_size ..

@@ -54,7 +54,7 @@ from typing import Any
 import numpy as np
 import torch
 from tianshou.algorithm.algorithm_base import OnPolicyAlgorithm, Policy
-from tianshou.data import Batch, Collector, ReplayBuffer, VectorReplayBuffer
+from tianshou.data import Batch, Collector, ReplayBuffer
 from tianshou.env import BaseVectorEnv, DummyVectorEnv
 from tianshou.trainer import OnPolicyTrainerParams
 from torch import nn
@@ -75,6 +75,7 @@ from agents.algorithm import (
 from agents.config import STEPConfig, Variant
 from agents.encoding import encode_joint_action, position_of
 from agents.gae import per_agent_gae
+from agents.lockstep_buffer import LockstepVectorReplayBuffer
 from agents.model import MultiAgentActorCritic, PairInputs
 from agents.networks import NLevelPolicy
 from agents.normalization import RunningMeanStd
@@ -980,7 +981,7 @@ class PopulationSession:
         self.venv.seed([s * 1000 + i for s in seeds for i in range(n_envs)])
         self.steps_per_collect = min(config.steps_per_collect, total_steps)  # per trial
         per_env = math.ceil(self.steps_per_collect / n_envs) + 1  # headroom: no wrap-around
-        self.collector: Collector = Collector(self.policy, self.venv, VectorReplayBuffer(per_env * k * n_envs, k * n_envs))
+        self.collector: Collector = Collector(self.policy, self.venv, LockstepVectorReplayBuffer(per_env * k * n_envs, k * n_envs))
         self.collector.reset()
 
     @property

@@ -19,13 +19,14 @@ from typing import Any
 import numpy as np
 import torch
 from pettingzoo.utils.env import ParallelEnv
-from tianshou.data import Collector, VectorReplayBuffer
+from tianshou.data import Collector
 from tianshou.env import DummyVectorEnv, SubprocVectorEnv
 from tianshou.trainer import OnPolicyTrainerParams
 
 from agents.adapter import JointStepEnv, has_state
 from agents.algorithm import STEPAlgorithm
 from agents.config import STEPConfig, Variant
+from agents.lockstep_buffer import LockstepVectorReplayBuffer
 from agents.model import MultiAgentActorCritic
 from agents.policy import STEPPolicy
 from agents.spec import JointSpec
@@ -167,7 +168,7 @@ class TrainingSession:
         self.steps_per_collect = min(config.steps_per_collect, total_steps)
         buffer_size = (math.ceil(self.steps_per_collect / n_envs) + 1) * n_envs  # headroom: no wrap-around
         self.collector: Collector = Collector(self.learner.policy, self.venv,
-                                              VectorReplayBuffer(buffer_size, n_envs))
+                                              LockstepVectorReplayBuffer(buffer_size, n_envs))
         self.collector.reset()
 
     @property
