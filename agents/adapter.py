@@ -221,9 +221,6 @@ class JointStepEnv(gym.Env[np.ndarray, np.ndarray]):
             out[rest, POSITION] = np.arange(position, n, dtype=np.float32)
         return out
 
-    def _agent_action(self, k: int, action: np.ndarray) -> Any:
-        return self.spec_.env_action(k, action[k])
-
     # --- gymnasium API -----------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
               ) -> tuple[np.ndarray, dict[str, Any]]:
@@ -242,7 +239,8 @@ class JointStepEnv(gym.Env[np.ndarray, np.ndarray]):
         action = np.asarray(action)
         order = list(game.current_order)
         # The policy chose every action already, in priority order: one call plays the time step.
-        game.step_time_step({agent: self._agent_action(index[agent], action) for agent in order})
+        env_actions = spec.env_joint_action(action)
+        game.step_time_step({agent: env_actions[index[agent]] for agent in order})
         n = spec.n_agents
         reward = np.zeros(n, np.float64)
         flags = np.zeros((n, 3), bool)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Literal
 
 import numpy as np
@@ -113,6 +114,27 @@ class JointSpec:
         low = np.asarray(self.action_low[agent_index], np.float32)
         high = np.asarray(self.action_high[agent_index], np.float32)
         return np.clip(values, low, high).reshape(self.action_shapes[agent_index])
+
+    def env_joint_action(self, raw: np.ndarray) -> list[Any]:
+        """Every agent's environment action from the (n_agents, width) network output rows:
+        ``[env_action(k, raw[k]) for k in range(n_agents)]``, computed in one clip."""
+        if self.action_kind == "discrete":
+            flat = np.asarray(raw).reshape(self.n_agents, -1)[:, 0].tolist()
+            return [int(a) + start for a, start in zip(flat, self.action_starts, strict=True)]
+        low, high = self._padded_bounds
+        values = np.clip(np.asarray(raw, dtype=np.float32).reshape(self.n_agents, -1)[:, : low.shape[1]], low, high)
+        return [values[k, :size].reshape(shape)
+                for k, (size, shape) in enumerate(zip(self.action_sizes, self.action_shapes, strict=True))]
+
+    @cached_property
+    def _padded_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """(n_agents, max_action_size) float32 lower and upper bounds of Box actions, padded with 0."""
+        low = np.zeros((self.n_agents, self.max_action_size), np.float32)
+        high = np.zeros_like(low)
+        for k, size in enumerate(self.action_sizes):
+            low[k, :size] = self.action_low[k]
+            high[k, :size] = self.action_high[k]
+        return low, high
 
     @classmethod
     def from_encoder(cls, encoder: stmg.STMGEncoder, *, state_dim: int = 0) -> JointSpec:

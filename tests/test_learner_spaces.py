@@ -125,6 +125,20 @@ def test_greedy_execution_of_box_actions_of_any_shape(variant: Variant) -> None:
     spec = learner.spec
     raw = np.array([0.5, -3.0, 0.25, 2.0])
     np.testing.assert_array_equal(spec.env_action(0, raw), [[0.5, -1.0], [0.25, 1.0]])
+    # The adapter's conversion of a whole joint action is the per-agent one.
+    joint_raw = np.array([[0.5, -3.0, 0.25, 2.0], [1.5, -0.5, -7.0, 9.0]])
+    joint = spec.env_joint_action(joint_raw)
+    for k in range(2):
+        np.testing.assert_array_equal(joint[k], spec.env_action(k, joint_raw[k]))
+        assert joint[k].shape == spec.env_action(k, joint_raw[k]).shape and joint[k].dtype == np.float32
+    np.testing.assert_array_equal(joint[1], [1.0, -0.5, -1.0])
+
+
+def test_joint_discrete_actions_keep_each_agents_start() -> None:
+    spec = JointSpec(possible_agents=("a", "b", "c"), obs_dim=1, action_kind="discrete", action_sizes=(2, 3, 4),
+                     action_starts=(0, 5, -2), slot_size=4)
+    raw = np.array([1, 2, 0])
+    assert spec.env_joint_action(raw) == [spec.env_action(k, raw[k]) for k in range(3)] == [1, 7, -2]
 
 
 def test_playing_a_model_on_another_game_is_an_error() -> None:
