@@ -3,16 +3,22 @@
     python examples/evaluate.py runs/merge-easy/runs/merge_easy-v0/step/seed_0/best.pt --episodes 20
     python examples/evaluate.py .../last.pt --episodes 5 --video halfcheetah.gif
     python examples/evaluate.py .../last.pt --env matrix/penalty-v0 --env-kwargs k=-50 --mode decentralized
+    python examples/evaluate.py runs/merge-easy/runs/*/*/seed_*/last.pt --episodes 50 --seed 10000 \
+        --csv runs/merge-easy/final_eval.csv        # the final policies of every run, on shared test episodes
 
 The environment, its keyword arguments, the priority order and the base observation are read
-from the run.json beside the checkpoint (written by examples/train.py); --env, --env-kwargs,
+from the run.json beside each checkpoint (written by examples/train.py); --env, --env-kwargs,
 --order and --observation override them (and are required for a checkpoint without run.json).
-Episodes are seeded like the training run's evaluations unless --seed is given.
+Episodes are seeded like the training run's evaluations unless --seed is given: with --seed,
+every checkpoint plays the same episodes (a paired comparison on episodes no training-time
+evaluation used, for a seed outside the runs' seeds). --csv appends one row of mean metrics
+per checkpoint (the file's header is written once), so evaluations can be added over time.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 from collections.abc import Sequence
@@ -26,11 +32,12 @@ from agents.execution import DecentralizedExecutionError
 from runner.envs import EnvError, EnvRef, check_env, parse_env_kwargs
 from runner.evaluation import Evaluator, eval_seeds, evaluate_decentralized, record_episode
 from runner.learners import load_model
+from runner.run import env_label
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoint", help="a model file of a run (last.pt or best.pt)")
+    parser.add_argument("checkpoint", nargs="+", help="model files of runs (last.pt or best.pt)")
     parser.add_argument("--env", default=None, help="environment id or module:callable (default: from run.json)")
     parser.add_argument("--env-kwargs", nargs="*", default=None, metavar="KEY=VALUE",
                         help="environment keyword arguments (default: from run.json; given, they replace those)")
@@ -50,20 +57,46 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, arg
                         help="record the first episode to FILE (.gif via Pillow; .mp4 needs imageio-ffmpeg)")
     parser.add_argument("--fps", type=int, default=20, help="video frames per second (default: 20)")
     parser.add_argument("--max-frames", type=int, default=400, help="at most this many video frames (default: 400)")
+    parser.add_argument("--csv", default=None, metavar="FILE",
+                        help="append one row of mean metrics per checkpoint to FILE (created with a header)")
     return parser, parser.parse_args(argv)
 
 
+CSV_COLUMNS = ("env", "env_kwargs", "algo", "seed", "checkpoint", "episodes", "eval_seed", "execution",
+               "eval_return", "eval_return_std", "eval_length", "avg_speed", "collision_rate")
+"""Columns of ``--csv``: the run (env named as in curves.csv, algo, seed from run.json), what was
+evaluated, and the means (``examples/plot_curves.py --final`` draws its bar charts from them)."""
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Evaluate; print per-episode and mean metrics; return the mean metrics."""
+    """Evaluate each checkpoint; print per-episode and mean metrics; return the mean metrics
+    (of the last checkpoint)."""
     parser, args = parse_args(argv)
-    path = Path(args.checkpoint)
-    if not path.is_file():
-        parser.error(f"checkpoint {path} does not exist")
+    paths = [Path(c) for c in args.checkpoint]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        parser.error(f"checkpoint {', '.join(missing)} does not exist")
     for name in ("episodes", "fps", "max_frames"):
         if getattr(args, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     if args.video is not None and Path(args.video).suffix.lower() not in (".gif", ".mp4"):
         parser.error(f"--video {args.video}: expected a .gif or .mp4 file name")
+    if args.video is not None and len(paths) > 1:
+        parser.error(f"--video records one model's episode; got {len(paths)} checkpoints")
+    if args.csv is not None:
+        if Path(args.csv).suffix.lower() != ".csv":
+            parser.error(f"--csv {args.csv}: expected a .csv file name")
+        header = _csv_header(Path(args.csv))
+        if header is not None and header != list(CSV_COLUMNS):
+            parser.error(f"--csv {args.csv} holds other columns ({', '.join(header)}); expected "
+                         f"{', '.join(CSV_COLUMNS)}: give a new file")
+    metrics: dict[str, Any] = {}
+    for path in paths:
+        metrics = _evaluate_checkpoint(parser, args, path)
+    return metrics
+
+
+def _evaluate_checkpoint(parser: argparse.ArgumentParser, args: argparse.Namespace, path: Path) -> dict[str, Any]:
     run_json = path.parent / "run.json"
     stored: dict[str, Any] = json.loads(run_json.read_text())["spec"] if run_json.is_file() else {}
     env_id = args.env or stored.get("env")
@@ -110,7 +143,31 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print("mean: " + "  ".join(f"{k} {v}" for k, v in shown.items()))
     if args.video is not None:
         _record(args, ref, policy, order, observation, seeds[0])
+    if args.csv is not None:
+        _append_row(Path(args.csv), {
+            "env": env_label(env_id, kwargs), "env_kwargs": json.dumps(kwargs, sort_keys=True), "algo": algo,
+            "seed": stored.get("seed", ""), "checkpoint": str(path), "episodes": args.episodes, "eval_seed": seed,
+            **{k: ("" if v is None else v) for k, v in metrics.items()}})
     return metrics
+
+
+def _csv_header(path: Path) -> list[str] | None:
+    """The header of an existing, non-empty CSV file; None otherwise."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return None
+    with path.open(newline="") as f:
+        return next(csv.reader(f), None)
+
+
+def _append_row(path: Path, row: dict[str, Any]) -> None:
+    """Append ``row`` to the CSV at ``path``, writing the header first if the file is new."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = _csv_header(path) is None
+    with path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+        if new:
+            writer.writeheader()
+        writer.writerow({k: row.get(k, "") for k in CSV_COLUMNS})
 
 
 def _record(args: argparse.Namespace, ref: EnvRef, policy: Any, order: Any, observation: str, seed: int) -> None:

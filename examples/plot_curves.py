@@ -3,10 +3,13 @@
     python examples/plot_curves.py runs/halfcheetah runs/halfcheetah-more --out halfcheetah.png
     python examples/plot_curves.py runs/merge-easy runs/merge-medium runs/merge-hard --out merge.png
     python examples/plot_curves.py runs/beta0 runs/beta1 --labels beta=0 beta=1 --algos step --out beta.png
+    python examples/plot_curves.py runs/merge-easy --final runs/merge-easy/final_eval.csv --out merge.png
 
 Per environment: mean evaluation return over seeds per algorithm against environment steps,
 with a 95% bootstrap confidence band (rliable; SciPy if rliable is missing). For on-ramp
-merging also bar charts of the final policies' average speed and collision rate.
+merging also bar charts of the final policies' average speed and collision rate: each run's
+last evaluation during training, or with --final the final evaluations that
+examples/evaluate.py --csv wrote (and a table of them is printed).
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from runner.plots import plot_curves, read_curves
+import numpy as np
+
+from runner.plots import final_table, mean_interval, plot_curves, read_curves, read_final
 
 
 def main(argv: Sequence[str] | None = None) -> Path:
@@ -34,6 +39,9 @@ def main(argv: Sequence[str] | None = None) -> Path:
                              "with different settings become separate curves (e.g. beta=0 beta=1)")
     parser.add_argument("--algos", nargs="+", default=None, metavar="ALGO",
                         help="plot only these algorithms (default: every algorithm found)")
+    parser.add_argument("--final", nargs="+", default=None, metavar="CSV",
+                        help="final-evaluation tables (examples/evaluate.py --csv): the bar charts show "
+                             "these instead of each run's last evaluation, and a table of them is printed")
     args = parser.parse_args(argv)
     if args.reps < 100:
         parser.error(f"--reps {args.reps} is too few for a 95% interval; use at least 100")
@@ -41,11 +49,32 @@ def main(argv: Sequence[str] | None = None) -> Path:
         rows = read_curves(args.dirs, labels=args.labels, algos=args.algos)
         if not rows:
             parser.error(f"no rows of the algorithms {args.algos} in {args.dirs}")
-        path = plot_curves(rows, args.out, metric=args.metric, reps=args.reps, title=args.title)
+        final = read_final(args.final, algos=args.algos) if args.final else None
+        path = plot_curves(rows, args.out, metric=args.metric, reps=args.reps, title=args.title, final=final)
     except (FileNotFoundError, ValueError) as exc:
         parser.error(str(exc))
     print(f"wrote {path} ({len(rows)} evaluations)")
+    if final:
+        print_final(final, reps=args.reps)
     return path
+
+
+def print_final(rows: Sequence[dict[str, str]], *, reps: int) -> None:
+    """Per env and algorithm: the mean over runs of each final-evaluation metric, 95% CI."""
+    metrics = [m for m in ("eval_return", "avg_speed", "collision_rate") if final_table(rows, m)]
+    tables = {m: final_table(rows, m) for m in metrics}
+    print("final evaluations: mean over runs [95% bootstrap CI]")
+    for env, per_algo in tables[metrics[0]].items():
+        for algo in per_algo:
+            cells = []
+            for m in metrics:
+                scores = tables[m].get(env, {}).get(algo)
+                if scores is None or scores.size == 0:
+                    continue
+                mean, low, high = (float(v[0]) for v in mean_interval(scores[:, None], reps=reps))
+                band = "" if np.isnan(low) else f" [{low:.2f}, {high:.2f}]"
+                cells.append(f"{m} {mean:.2f}{band}")
+            print(f"  {env}  {algo} ({per_algo[algo].size} runs): " + "  ".join(cells))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
 Per environment, :func:`plot_curves` draws the mean evaluation return over seeds of each
 algorithm against environment steps, with a 95% confidence band (as in the STEP paper's
 Figs. 6 and 8). For on-ramp merging (rows with ``avg_speed``), it adds bar charts of the final
-policies' average speed (Fig. 9) and collision rate, one group of bars per environment.
+policies' average speed (Fig. 9) and collision rate, one group of bars per environment: from
+each run's last evaluation, or from final evaluations (``examples/evaluate.py --csv``, read by
+:func:`read_final`) where given.
 
 Interval estimates come from rliable (``rliable.library.get_interval_estimates``: a
 percentile bootstrap over runs, stratified per evaluation point), the tool of Agarwal et al.
@@ -166,9 +168,53 @@ def final_values(rows: Sequence[Mapping[str, str]], metric: str) -> dict[str, di
     return out
 
 
+FINAL_COLUMNS = ("env", "algo", "seed", "eval_return", "avg_speed", "collision_rate")
+"""What a final-evaluation table (``examples/evaluate.py --csv``) must hold for :func:`read_final`."""
+
+
+def read_final(paths: Iterable[Path | str], *, algos: Iterable[str] | None = None) -> list[dict[str, str]]:
+    """Rows of final-evaluation tables written by ``examples/evaluate.py --csv``, the last row
+    per run (env, algo, seed) where a run was evaluated more than once.
+
+    Raises:
+        FileNotFoundError: a path that is not a file, naming it.
+        ValueError: a file without the columns :data:`FINAL_COLUMNS`, naming the missing ones.
+    """
+    keep = None if algos is None else set(algos)
+    last: dict[tuple[str, str, str], dict[str, str]] = {}
+    for raw in paths:
+        path = Path(raw)
+        if not path.is_file():
+            raise FileNotFoundError(f"no final-evaluation table at {path} (write one with examples/evaluate.py --csv)")
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in FINAL_COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                raise ValueError(f"{path} has no column {', '.join(missing)}: is it a table of "
+                                 "examples/evaluate.py --csv?")
+            for row in reader:
+                if keep is None or row["algo"] in keep:
+                    last[(row["env"], row["algo"], row["seed"])] = row
+    return list(last.values())
+
+
+def final_table(rows: Sequence[Mapping[str, str]], metric: str) -> dict[str, dict[str, np.ndarray]]:
+    """env -> algo -> (runs,) ``metric`` of final-evaluation rows (:func:`read_final`); rows
+    without a value are skipped."""
+    out: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        if row.get(metric, "") not in ("", None):
+            out[row["env"]][row["algo"]].append(float(row[metric]))
+    return {env: {algo: np.array(v) for algo, v in sorted(per.items())} for env, per in sorted(out.items())}
+
+
 def plot_curves(rows: Sequence[Mapping[str, str]], out: Path | str, *, metric: str = "eval_return",
-                reps: int = 2000, title: str | None = None) -> Path:
+                reps: int = 2000, title: str | None = None,
+                final: Sequence[Mapping[str, str]] | None = None) -> Path:
     """Write the figure (module docstring) to ``out`` (PNG, PDF or SVG by suffix); returns it.
+
+    ``final``: rows of final evaluations (:func:`read_final`); the bar charts then show these
+    (more episodes, on test seeds) instead of each run's last evaluation during training.
 
     Raises:
         ValueError: no row has ``metric``.
@@ -181,8 +227,11 @@ def plot_curves(rows: Sequence[Mapping[str, str]], out: Path | str, *, metric: s
     bands = curve_bands(rows, metric, reps=reps)
     if not bands:
         raise ValueError(f"no row has a value for {metric!r}")
-    speeds, crashes = final_values(rows, "avg_speed"), final_values(rows, "collision_rate")
-    algos = sorted({a for env in bands.values() for a in env})
+    if final:
+        speeds, crashes = final_table(final, "avg_speed"), final_table(final, "collision_rate")
+    else:
+        speeds, crashes = final_values(rows, "avg_speed"), final_values(rows, "collision_rate")
+    algos = sorted({a for env in (*bands.values(), *speeds.values()) for a in env})
     colours = {a: f"C{i}" for i, a in enumerate(algos)}
     n_env = len(bands)
     n_cols = min(n_env, 3)
@@ -206,7 +255,8 @@ def plot_curves(rows: Sequence[Mapping[str, str]], out: Path | str, *, metric: s
     if bar_rows:
         halves = grid[curve_rows, :].subgridspec(1, 2)
         for j, (values, label) in enumerate(((speeds, "average speed (m/s)"), (crashes, "collision rate"))):
-            _bars(fig.add_subplot(halves[0, j]), values, algos, colours, label, reps)
+            _bars(fig.add_subplot(halves[0, j]), values, algos, colours, label, reps,
+                  source="final evaluation" if final else "final policies")
     fig.suptitle(title or f"mean {metric.replace('_', ' ')} over seeds, 95% bootstrap CI")
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -216,7 +266,7 @@ def plot_curves(rows: Sequence[Mapping[str, str]], out: Path | str, *, metric: s
 
 
 def _bars(ax: Axes, values: Mapping[str, Mapping[str, np.ndarray]], algos: Sequence[str],
-          colours: Mapping[str, str], label: str, reps: int) -> None:
+          colours: Mapping[str, str], label: str, reps: int, source: str = "final policies") -> None:
     """Grouped bars of final values: one group per env, one bar per algorithm, 95% CI whiskers."""
     envs = list(values)
     width = 0.8 / max(1, len(algos))
@@ -237,6 +287,6 @@ def _bars(ax: Axes, values: Mapping[str, Mapping[str, np.ndarray]], algos: Seque
             ax.bar(xs, means, width=width, yerr=errs, color=colours[algo], label=algo, capsize=3)
     ax.set_xticks(range(len(envs)), envs, fontsize=8)
     ax.set_ylabel(label)
-    ax.set_title(f"final policies: {label}", fontsize=10)
+    ax.set_title(f"{source}: {label}", fontsize=10)
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=8)

@@ -72,6 +72,15 @@ class RunError(RuntimeError):
     """A run cannot start or continue as asked (the message says why and what to do)."""
 
 
+def env_label(env: str, env_kwargs: Mapping[str, Any]) -> str:
+    """How curves and evaluation tables name an environment: the id, plus the keyword
+    arguments if any (``id[k=v,...]``)."""
+    if not env_kwargs:
+        return env
+    args = ",".join(f"{k}={env_kwargs[k]!r}" for k in sorted(env_kwargs))
+    return f"{env}[{args}]"
+
+
 @dataclass(kw_only=True)
 class RunSpec:
     """Everything that defines a run; stored in ``run.json`` and compared on resume."""
@@ -116,10 +125,7 @@ class RunSpec:
     @property
     def env_label(self) -> str:
         """The ``env`` column: the id, plus the keyword arguments if any (``id[k=v,...]``)."""
-        if not self.env_kwargs:
-            return self.env
-        args = ",".join(f"{k}={self.env_kwargs[k]!r}" for k in sorted(self.env_kwargs))
-        return f"{self.env}[{args}]"
+        return env_label(self.env, self.env_kwargs)
 
     def algo_config(self) -> STEPConfig | MADDPGConfig:
         """The configuration object."""

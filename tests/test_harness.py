@@ -467,6 +467,40 @@ def test_evaluate_script_reproduces_the_last_row_and_writes_a_gif(tmp_path: Path
         assert image.n_frames == 5 and image.size == (1200, 120)
 
 
+def test_evaluate_script_appends_one_csv_row_per_checkpoint(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    evaluate = _load("examples/evaluate.py")
+    runs = {}
+    for algo, seed in (("ippo", 0), ("mappo", 1)):
+        runs[algo] = Path(run_one(_spec(algo, env="merge/easy-v0", env_kwargs={}, steps=200, eval_every=200,
+                                        seed=seed), tmp_path, show_progress=False).run_dir) / "last.pt"
+    last = {r["algo"]: r for r in _rows(tmp_path)}
+    table = tmp_path / "final" / "final_eval.csv"
+    evaluate.main([str(runs["ippo"]), str(runs["mappo"]), "--episodes", "3", "--csv", str(table)])
+    with open(table, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["algo"], r["seed"], r["eval_seed"]) for r in rows] == [("ippo", "0", "0"), ("mappo", "1", "1")]
+    assert list(rows[0]) == list(evaluate.CSV_COLUMNS) and rows[0]["env"] == "merge/easy-v0"
+    for r in rows:  # each run's own evaluation seeds: its last curve row, number for number
+        assert r["checkpoint"] == str(runs[r["algo"]]) and r["episodes"] == "3"
+        for column in ("eval_return", "avg_speed", "collision_rate", "eval_length"):
+            assert float(r[column]) == float(last[r["algo"]][column])
+    # --seed: both models play the same episodes; the rows are appended below the others.
+    evaluate.main([str(runs["ippo"]), str(runs["mappo"]), "--episodes", "3", "--seed", "10000", "--csv", str(table)])
+    with open(table, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 and {r["eval_seed"] for r in rows[2:]} == {"10000"}
+    assert "episode 0 (seed " in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # one video, one model
+        evaluate.main([str(runs["ippo"]), str(runs["mappo"]), "--video", str(tmp_path / "v.gif")])
+    assert "--video records one model's episode; got 2 checkpoints" in capsys.readouterr().err
+    other = tmp_path / "other.csv"
+    other.write_text("a,b\n1,2\n")
+    with pytest.raises(SystemExit):  # a file of other columns is refused before anything runs
+        evaluate.main([str(runs["ippo"]), "--csv", str(other)])
+    assert "holds other columns (a, b)" in capsys.readouterr().err and other.read_text() == "a,b\n1,2\n"
+
+
 def test_evaluate_script_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     evaluate = _load("examples/evaluate.py")
     with pytest.raises(SystemExit) as exc:

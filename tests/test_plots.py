@@ -10,7 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runner.plots import curve_bands, final_values, mean_interval, plot_curves, read_curves
+from runner.plots import (
+    curve_bands,
+    final_table,
+    final_values,
+    mean_interval,
+    plot_curves,
+    read_curves,
+    read_final,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -119,3 +127,44 @@ def test_labels_make_settings_separate_curves_and_algos_filter(tmp_path: Path,
         module.main([str(tmp_path / "beta0"), "--algos", "maddpg", "--out", str(tmp_path / "none.png")])
     assert exc.value.code == 2
     assert "no rows of the algorithms ['maddpg']" in capsys.readouterr().err
+
+
+def test_final_evaluations_feed_the_bars_and_the_printed_table(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    _write(tmp_path / "merge", [
+        {"env": "merge/easy-v0", "algo": algo, "seed": seed, "env_steps": t, "eval_return": t,
+         "avg_speed": 99.0, "collision_rate": 1.0}  # training-time values the table must not show
+        for algo in ("step", "mappo") for seed in (0, 1) for t in (0, 10)])
+    table = tmp_path / "final_eval.csv"
+    columns = ["env", "algo", "seed", "checkpoint", "eval_return", "avg_speed", "collision_rate"]
+    with open(table, "w", newline="") as f:
+        writer = csv.DictWriter(f, columns)
+        writer.writeheader()
+        writer.writerow({"env": "merge/easy-v0", "algo": "step", "seed": 0, "checkpoint": "old",
+                         "eval_return": -50.0, "avg_speed": 1.0, "collision_rate": 1.0})  # replaced below
+        for algo, seed, ret, speed, crash in (("step", 0, 10.0, 24.0, 0.2), ("step", 1, 30.0, 26.0, 0.0),
+                                               ("mappo", 0, 0.0, 22.0, 0.4), ("mappo", 1, 4.0, 22.0, 0.6)):
+            writer.writerow({"env": "merge/easy-v0", "algo": algo, "seed": seed, "checkpoint": "last.pt",
+                             "eval_return": ret, "avg_speed": speed, "collision_rate": crash})
+    rows = read_final([table])
+    assert len(rows) == 4  # the last row per run
+    np.testing.assert_allclose(final_table(rows, "avg_speed")["merge/easy-v0"]["step"], [24.0, 26.0])
+    np.testing.assert_allclose(final_table(rows, "collision_rate")["merge/easy-v0"]["mappo"], [0.4, 0.6])
+    assert [r["algo"] for r in read_final([table], algos=["mappo"])] == ["mappo", "mappo"]
+    spec = importlib.util.spec_from_file_location("plot_curves_script3", ROOT / "examples/plot_curves.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    path = module.main([str(tmp_path / "merge"), "--final", str(table), "--out", str(tmp_path / "m.png"),
+                        "--reps", "200"])
+    out = capsys.readouterr().out
+    assert path.exists()
+    assert "merge/easy-v0  step (2 runs): eval_return 20.00 [10.00, 30.00]  avg_speed 25.00 [24.00, 26.00]" in out
+    assert "collision_rate 0.50 [0.40, 0.60]" in out  # mappo
+    bad = tmp_path / "curves_not_final.csv"
+    bad.write_text("env,algo,seed,env_steps\nx,step,0,1\n")
+    with pytest.raises(ValueError, match="has no column eval_return, avg_speed, collision_rate"):
+        read_final([bad])
+    with pytest.raises(SystemExit):
+        module.main([str(tmp_path / "merge"), "--final", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "n.png")])
+    assert "no final-evaluation table at" in capsys.readouterr().err
