@@ -21,7 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
-from runner.plots import final_table, mean_interval, plot_curves, read_curves, read_final
+from runner.plots import (
+    final_table,
+    final_values,
+    mean_interval,
+    plot_curves,
+    read_curves,
+    read_final,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> Path:
@@ -54,9 +61,24 @@ def main(argv: Sequence[str] | None = None) -> Path:
     except (FileNotFoundError, ValueError) as exc:
         parser.error(str(exc))
     print(f"wrote {path} ({len(rows)} evaluations)")
+    print_last(rows, metric=args.metric, reps=args.reps)
     if final:
         print_final(final, reps=args.reps)
     return path
+
+
+def print_last(rows: Sequence[dict[str, str]], *, metric: str, reps: int) -> None:
+    """Per env and algorithm: ``metric`` at each run's last evaluation (the seeds' values and
+    steps reached) and their mean with a 95% bootstrap interval."""
+    last = final_values(rows, metric)
+    steps = final_values(rows, "env_steps")
+    print(f"last evaluation of each run: {metric}, mean over seeds [95% bootstrap CI]")
+    for env, per_algo in last.items():
+        for algo, scores in per_algo.items():
+            mean, low, high = (float(v[0]) for v in mean_interval(scores[:, None], reps=reps))
+            band = "" if np.isnan(low) else f" [{low:.1f}, {high:.1f}]"
+            reached = ", ".join(f"{v:.1f} ({int(t):,} steps)" for v, t in zip(scores, steps[env][algo], strict=True))
+            print(f"  {env}  {algo}: {mean:.1f}{band}  seeds: {reached}")
 
 
 def print_final(rows: Sequence[dict[str, str]], *, reps: int) -> None:

@@ -95,7 +95,10 @@ def test_plot_curves_script(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     spec.loader.exec_module(module)
     path = module.main([str(tmp_path / "run1"), str(tmp_path / "run2"), "--out", str(tmp_path / "f.png"),
                         "--reps", "200"])
-    assert path.exists() and "36 evaluations" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert path.exists() and "36 evaluations" in out
+    # The table of each run's last evaluation: seeds at 20 * (1 + seed), all at step 20.
+    assert "matrix/penalty-v0  mappo: 40.0 [20.0, 60.0]  seeds: 20.0 (20 steps), 40.0 (20 steps), 60.0 (20 steps)" in out
     with pytest.raises(SystemExit) as exc:
         module.main([str(tmp_path / "nothing"), "--out", str(tmp_path / "g.png")])
     assert exc.value.code == 2
