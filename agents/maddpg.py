@@ -42,7 +42,7 @@ from tianshou.algorithm.algorithm_base import (
     TrainingStats,
 )
 from tianshou.algorithm.optim import AdamOptimizerFactory
-from tianshou.data import Batch, Collector
+from tianshou.data import Batch, Collector, VectorReplayBuffer
 from tianshou.env import DummyVectorEnv, SubprocVectorEnv
 from tianshou.trainer import OffPolicyTrainerParams
 from torch import nn
@@ -517,7 +517,7 @@ class MADDPGTrainingSession:
         venv_cls = SubprocVectorEnv if subprocess else DummyVectorEnv
         self.venv = venv_cls([make(i) for i in range(config.n_envs)])
         self.venv.seed([seed * 1000 + i for i in range(config.n_envs)])
-        self.buffer = LockstepVectorReplayBuffer(config.buffer_size, config.n_envs)
+        self.buffer: VectorReplayBuffer = LockstepVectorReplayBuffer(config.buffer_size, config.n_envs)
         self.collector: Collector[Any] = Collector(self.learner.policy, self.venv, self.buffer)
         self.collector.reset()
         self.warmup_done = config.warmup_steps == 0

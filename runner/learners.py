@@ -73,19 +73,11 @@ class LearnerSession(Protocol):
         """Close the training envs."""
 
 
-class PPOSession:
-    """STEP and the PPO baselines through :class:`agents.training.TrainingSession`."""
+class _SessionWrapper:
+    """What both learner sessions pass straight on to their training session (``self.session``:
+    an :class:`agents.training.TrainingSession` or :class:`agents.maddpg.MADDPGTrainingSession`)."""
 
-    def __init__(self, env_fn: Callable[[], ParallelEnv], *, config: STEPConfig, total_steps: int,
-                 seed: int, order: Sequence[str] | None, observation: str,
-                 subprocess: bool = False) -> None:
-        self.session = TrainingSession(env_fn, config=config, total_steps=total_steps, seed=seed,
-                                       order=order, observation=observation, subprocess=subprocess)
-
-    @property
-    def learner(self) -> Learner:
-        """The learner (model, policy, algorithm)."""
-        return self.session.learner
+    session: TrainingSession | MADDPGTrainingSession
 
     @property
     def policy(self) -> Any:
@@ -104,6 +96,25 @@ class PPOSession:
 
     def train_steps(self, n_steps: int, *, logger: Any) -> None:
         self.session.train_steps(n_steps, logger=logger)
+
+    def close(self) -> None:
+        self.session.close()
+
+
+class PPOSession(_SessionWrapper):
+    """STEP and the PPO baselines through :class:`agents.training.TrainingSession`."""
+
+    def __init__(self, env_fn: Callable[[], ParallelEnv], *, config: STEPConfig, total_steps: int,
+                 seed: int, order: Sequence[str] | None, observation: str,
+                 subprocess: bool = False) -> None:
+        self.session: TrainingSession = TrainingSession(
+            env_fn, config=config, total_steps=total_steps, seed=seed, order=order, observation=observation,
+            subprocess=subprocess)
+
+    @property
+    def learner(self) -> Learner:
+        """The learner (model, policy, algorithm)."""
+        return self.session.learner
 
     def state(self) -> dict[str, Any]:
         return {"algorithm": self.session.learner.algorithm.state_dict()}
@@ -125,41 +136,21 @@ class PPOSession:
     def save_model(self, path: Path) -> None:
         save_checkpoint(self.session.learner, path)
 
-    def close(self) -> None:
-        self.session.close()
 
-
-class MADDPGSession:
+class MADDPGSession(_SessionWrapper):
     """MADDPG through :class:`agents.maddpg.MADDPGTrainingSession` (module docstring)."""
 
     def __init__(self, env_fn: Callable[[], ParallelEnv], *, config: MADDPGConfig, total_steps: int,
                  seed: int, order: Sequence[str] | None, observation: str,
                  subprocess: bool = False) -> None:
-        self.session = MADDPGTrainingSession(env_fn, config=config, total_steps=total_steps, seed=seed,
-                                             order=order, observation=observation, subprocess=subprocess)
+        self.session: MADDPGTrainingSession = MADDPGTrainingSession(
+            env_fn, config=config, total_steps=total_steps, seed=seed, order=order, observation=observation,
+            subprocess=subprocess)
 
     @property
     def learner(self) -> MADDPGLearner:
         """Actors, critics and optimisers."""
         return self.session.learner
-
-    @property
-    def policy(self) -> Any:
-        return self.session.learner.policy
-
-    @property
-    def n_envs(self) -> int:
-        return self.session.config.n_envs
-
-    @property
-    def chunk_unit(self) -> int:
-        return self.session.steps_per_chunk_unit
-
-    def reset_envs(self, seeds: Sequence[int]) -> None:
-        self.session.reset_envs(seeds)
-
-    def train_steps(self, n_steps: int, *, logger: Any) -> None:
-        self.session.train_steps(n_steps, logger=logger)
 
     def state(self) -> dict[str, Any]:
         algorithm = self.learner.algorithm
@@ -194,9 +185,6 @@ class MADDPGSession:
 
     def save_model(self, path: Path) -> None:
         save_maddpg_model(self.learner, path)
-
-    def close(self) -> None:
-        self.session.close()
 
 
 def save_maddpg_model(learner: MADDPGLearner, path: Path) -> None:

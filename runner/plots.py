@@ -110,12 +110,21 @@ def mean_interval(scores: np.ndarray, *, reps: int = 2000, seed: int = 0) -> tup
     except ImportError:
         low, high = _scipy_interval(scores, reps=reps, seed=seed)
     else:
-        with warnings.catch_warnings():
-            # rliable hands arch a RandomState, which arch 7 deprecates (the results are the same).
-            warnings.simplefilter("ignore", FutureWarning)
-            _, intervals = rly.get_interval_estimates(
-                {"scores": scores}, lambda x: x.mean(axis=0), reps=reps,
-                confidence_interval_size=CONFIDENCE, random_state=np.random.RandomState(seed))
+        # rliable's StratifiedBootstrap draws its resampling indices from NumPy's global
+        # generator (np.random.choice), whatever random_state says: seed that generator for
+        # the call and put its state back, so that the interval is reproducible and the
+        # caller's random stream is left as it was.
+        saved = np.random.get_state()
+        np.random.seed(seed)
+        try:
+            with warnings.catch_warnings():
+                # rliable hands arch a RandomState, which arch 7 deprecates (the results are the same).
+                warnings.simplefilter("ignore", FutureWarning)
+                _, intervals = rly.get_interval_estimates(
+                    {"scores": scores}, lambda x: x.mean(axis=0), reps=reps,
+                    confidence_interval_size=CONFIDENCE, random_state=np.random.RandomState(seed))
+        finally:
+            np.random.set_state(saved)
         low, high = intervals["scores"]
     # A column whose runs all agree has a zero-width interval (the bootstrap may give NaN).
     same = np.ptp(scores, axis=0) == 0
@@ -231,7 +240,8 @@ def plot_curves(rows: Sequence[Mapping[str, str]], out: Path | str, *, metric: s
         speeds, crashes = final_table(final, "avg_speed"), final_table(final, "collision_rate")
     else:
         speeds, crashes = final_values(rows, "avg_speed"), final_values(rows, "collision_rate")
-    algos = sorted({a for env in (*bands.values(), *speeds.values()) for a in env})
+    algos = sorted({a for per_algo in bands.values() for a in per_algo}
+                   | {a for per_algo in speeds.values() for a in per_algo})
     colours = {a: f"C{i}" for i, a in enumerate(algos)}
     n_env = len(bands)
     n_cols = min(n_env, 3)
