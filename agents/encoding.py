@@ -7,6 +7,8 @@ shows during execution.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -61,13 +63,16 @@ def encode_agent_actions(spec: JointSpec, act: torch.Tensor, agent: torch.Tensor
 
 
 def _bounds(spec: JointSpec, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-agent Box bounds padded to (n_agents, max_action_size) with zeros."""
-    low = torch.zeros(spec.n_agents, spec.max_action_size, device=device)
-    high = torch.zeros(spec.n_agents, spec.max_action_size, device=device)
-    for k, size in enumerate(spec.action_sizes):
-        low[k, :size] = torch.as_tensor(spec.action_low[k])
-        high[k, :size] = torch.as_tensor(spec.action_high[k])
-    return low, high
+    """Per-agent Box bounds padded to (n_agents, max_action_size) with zeros. Built once per
+    spec: this runs at every position of every collector step. Read-only."""
+    low, high = _cpu_bounds(spec)
+    return low.to(device), high.to(device)
+
+
+@functools.lru_cache(maxsize=32)
+def _cpu_bounds(spec: JointSpec) -> tuple[torch.Tensor, torch.Tensor]:
+    low, high = spec.padded_bounds
+    return torch.tensor(low), torch.tensor(high)
 
 
 def position_of(order: torch.Tensor) -> torch.Tensor:

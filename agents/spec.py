@@ -121,19 +121,21 @@ class JointSpec:
         if self.action_kind == "discrete":
             flat = np.asarray(raw).reshape(self.n_agents, -1)[:, 0].tolist()
             return [int(a) + start for a, start in zip(flat, self.action_starts, strict=True)]
-        low, high = self._padded_bounds
+        low, high = self.padded_bounds
         values = np.clip(np.asarray(raw, dtype=np.float32).reshape(self.n_agents, -1)[:, : low.shape[1]], low, high)
         return [values[k, :size].reshape(shape)
                 for k, (size, shape) in enumerate(zip(self.action_sizes, self.action_shapes, strict=True))]
 
     @cached_property
-    def _padded_bounds(self) -> tuple[np.ndarray, np.ndarray]:
-        """(n_agents, max_action_size) float32 lower and upper bounds of Box actions, padded with 0."""
+    def padded_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """(n_agents, max_action_size) float32 lower and upper bounds of Box actions, padded
+        with 0 (computed once; read-only)."""
         low = np.zeros((self.n_agents, self.max_action_size), np.float32)
         high = np.zeros_like(low)
         for k, size in enumerate(self.action_sizes):
             low[k, :size] = self.action_low[k]
             high[k, :size] = self.action_high[k]
+        low.flags.writeable = high.flags.writeable = False  # shared by every caller
         return low, high
 
     @classmethod
