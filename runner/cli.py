@@ -58,6 +58,7 @@ class TrainArgs:
     eval_every: int = 10_000
     eval_episodes: int = 10
     resume: bool = False
+    status: bool = False
     workers: int = 2
     ray: str | None = None
     subprocess_envs: bool = False
@@ -122,6 +123,9 @@ def build_train_parser() -> argparse.ArgumentParser:
                          "configuration differs); finished runs are skipped. A larger --steps "
                          "extends finished runs where the learner has no schedule over the "
                          "total (no --lr-decay)")
+    ex.add_argument("--status", action="store_true",
+                    help="train nothing: print where each run of this command stands (steps done, "
+                         "last and best evaluation return, training time) and what is left")
     ex.add_argument("--workers", type=_positive_int, default=2,
                     help="local processes running the runs in parallel (default: 2); with "
                          "'--ray local', the CPUs of the local Ray instance")
@@ -173,7 +177,7 @@ def parse_train_args(argv: Sequence[str] | None = None) -> tuple[TrainArgs, list
         env=ns["env"], env_kwargs=env_kwargs, algos=list(dict.fromkeys(ns["algos"])), steps=ns["steps"],
         seeds=list(dict.fromkeys(ns["seeds"])), out=ns["out"], order=ns["order"], observation=ns["observation"],
         eval_every=ns["eval_every"], eval_episodes=ns["eval_episodes"], resume=ns["resume"],
-        workers=ns["workers"], ray=ns["ray"], subprocess_envs=ns["subprocess_envs"],
+        status=ns["status"], workers=ns["workers"], ray=ns["ray"], subprocess_envs=ns["subprocess_envs"],
         progress=sys.stderr.isatty() if ns["progress"] is None else ns["progress"],
         overrides=overrides,
     )

@@ -295,6 +295,49 @@ class RunResult:
     run_dir: str
 
 
+@dataclass
+class RunStatus:
+    """Where a run of a launch stands (:func:`run_status`), without training it."""
+
+    algo: str
+    seed: int
+    state: str
+    """``not started``, ``in progress``, ``complete``, or ``differs`` (its ``run.json`` is another run)."""
+    env_steps: int
+    steps: int
+    """The steps the command asks for."""
+    last_return: float | None
+    best_return: float | None
+    wall_s: float
+    detail: str = ""
+    """For ``differs``: what differs."""
+
+
+def run_status(spec: RunSpec, out: Path | str) -> RunStatus:
+    """Where ``spec``'s run under ``out`` stands, read from its ``run.json`` and ``state.pt``.
+
+    Raises:
+        RunError: a ``state.pt`` that is not a state file of this harness.
+    """
+    run_dir = spec.run_dir(Path(out))
+    spec_path, state_path = run_dir / "run.json", run_dir / "state.pt"
+    if not spec_path.exists():
+        return RunStatus(algo=spec.algo, seed=spec.seed, steps=spec.steps, state="not started", env_steps=0,
+                         last_return=None, best_return=None, wall_s=0.0)
+    stored = json.loads(spec_path.read_text())["spec"]
+    given = spec.to_dict()
+    defaults = _config_defaults(spec.algo)
+    diffs = spec_differences({**stored, "steps": spec.steps}, given, defaults)  # --steps may extend it
+    counters = _load_state(state_path) if state_path.exists() else {}
+    env_steps = int(counters.get("env_steps", 0))
+    best = counters.get("best_return")
+    state = "differs" if diffs else "complete" if env_steps >= spec.steps else "in progress"
+    return RunStatus(algo=spec.algo, seed=spec.seed, steps=spec.steps, state=state, env_steps=env_steps,
+                     last_return=counters.get("last_return"),
+                     best_return=None if best is None or best == -math.inf else float(best),
+                     wall_s=float(counters.get("wall_s", 0.0)), detail="; ".join(diffs))
+
+
 def run_one(spec: RunSpec, out: Path | str, *, resume: bool = False, show_progress: bool = True,
             position: int = 0, subprocess_envs: bool = False, log: Callable[[str], None] | None = None,
             stop_after_evaluations: int | None = None) -> RunResult:

@@ -410,6 +410,32 @@ def test_resume_accepts_a_config_field_added_later_at_its_default(tmp_path: Path
         run_one(_spec("step", steps=400, vf_coef=0.25), tmp_path, show_progress=False, resume=True)
 
 
+def test_status_reports_every_run_of_a_command_and_trains_nothing(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    train = _load("examples/train.py")
+    argv = ["--env", "matrix/penalty-v0", "--env-kwargs", "episode_length=5", "--algo", "step", "mappo",
+            "--seeds", "0", "1", "--steps", "400", "--eval-every", "200", "--eval-episodes", "3", "--n-envs", "2",
+            "--steps-per-collect", "100", "--out", str(tmp_path), "--no-progress"]
+    _, specs = parse_train_args(argv)
+    by_key = {(s.algo, s.seed): s for s in specs}
+    run_one(by_key[("step", 0)], tmp_path, show_progress=False)  # complete
+    run_one(by_key[("mappo", 0)], tmp_path, show_progress=False, stop_after_evaluations=2)  # at 200 of 400
+    other = RunSpec(**{**by_key[("step", 1)].to_dict(), "config": {**by_key[("step", 1)].config, "lr": 1e-2}})
+    run_one(other, tmp_path, show_progress=False, stop_after_evaluations=1)  # another config under step seed 1
+    rows_before = _rows(tmp_path)
+    statuses = train.main([*argv, "--status"])
+    assert _rows(tmp_path) == rows_before  # nothing trained
+    got = {(st.algo, st.seed): (st.state, st.env_steps) for st in statuses}
+    assert got == {("step", 0): ("complete", 400), ("mappo", 0): ("in progress", 200),
+                   ("step", 1): ("differs", 0), ("mappo", 1): ("not started", 0)}
+    last = {(r["algo"], r["seed"]): float(r["eval_return"]) for r in rows_before}  # the last row per run
+    st = next(st for st in statuses if (st.algo, st.seed) == ("mappo", 0))
+    assert st.last_return == last[("mappo", "0")] and st.wall_s > 0
+    out = capsys.readouterr().out
+    assert "step    seed 1: differs (config.lr: stored 0.01, now 0.0005)" in out
+    assert "2 of 4 runs complete or not resumable; 2 to go (600 steps)" in out
+
+
 def test_custom_env_and_pettingzoo_env_run_end_to_end(tmp_path: Path) -> None:
     train = _load("examples/train.py")
     train.main(["--env", "tests.test_harness:SpeedEnv", "--algo", "mappo", "--steps", "200", "--eval-every", "100",
