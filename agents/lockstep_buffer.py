@@ -8,8 +8,8 @@ once, which is what Tianshou's ``Collector`` does on every step of a vector env,
 bookkeeping is a few array operations.
 
 The per-environment state then lives in arrays of this buffer; the sub-buffers are brought up
-to date (one loop) only before a method that reads them runs (sampling all indices, the
-unfinished indices, a partial ``add``, ``update``, pickling). Every result equals Tianshou's:
+to date (one loop) only before a method that reads them runs (sampling, the unfinished
+indices, a partial ``add``, ``update``, ``reset``, pickling, ``save_hdf5``). Every result equals Tianshou's:
 ``tests/test_lockstep_buffer.py`` replays random episodes into both.
 """
 
@@ -88,6 +88,10 @@ class LockstepVectorReplayBuffer(VectorReplayBuffer):
     def __getstate__(self) -> dict[str, Any]:
         self._sync_buffers()
         return dict(self.__dict__)
+
+    def save_hdf5(self, path: str, compression: str | None = None) -> None:
+        self._sync_buffers()
+        super().save_hdf5(path, compression)
 
     # --- adding ---------------------------------------------------------------------------------
     def _is_full_batch(self, batch: Any, buffer_ids: Any) -> bool:

@@ -4,6 +4,7 @@ both give the same returns of ``add``, the same stored data and the same bookkee
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -55,7 +56,7 @@ def test_full_batches_match_tianshou_through_wraparound(reward_shape: tuple[int,
     _assert_same_state(fast, ref)
 
 
-def test_partial_adds_reset_and_pickling_stay_consistent() -> None:
+def test_partial_adds_reset_and_saving_stay_consistent(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
     envs = 4
     fast, ref = LockstepVectorReplayBuffer(40, envs), VectorReplayBuffer(40, envs)
@@ -68,6 +69,12 @@ def test_partial_adds_reset_and_pickling_stay_consistent() -> None:
             np.testing.assert_allclose(np.asarray(g, float), np.asarray(w, float), rtol=0, atol=1e-12)
         if step == 15:
             fast, ref = pickle.loads(pickle.dumps(fast)), pickle.loads(pickle.dumps(ref))
+        if step == 18:  # Tianshou's HDF5 files too
+            fast.save_hdf5(str(tmp_path / "fast.h5"))
+            ref.save_hdf5(str(tmp_path / "ref.h5"))
+            fast = LockstepVectorReplayBuffer.load_hdf5(str(tmp_path / "fast.h5"))
+            ref = VectorReplayBuffer.load_hdf5(str(tmp_path / "ref.h5"))
+            _assert_same_state(fast, ref)
         if step == 20:
             fast.reset()
             ref.reset()
