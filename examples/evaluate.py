@@ -3,16 +3,17 @@
     python examples/evaluate.py runs/merge-easy/runs/merge_easy-v0/step/seed_0/best.pt --episodes 20
     python examples/evaluate.py .../last.pt --episodes 5 --video halfcheetah.gif
     python examples/evaluate.py .../last.pt --env matrix/penalty-v0 --env-kwargs k=-50 --mode decentralized
-    python examples/evaluate.py runs/merge-easy/runs/*/*/seed_*/last.pt --episodes 50 --seed 10000 \
-        --csv runs/merge-easy/final_eval.csv        # the final policies of every run, on shared test episodes
+    python examples/evaluate.py runs/merge-easy/runs/*/*/seed_*/last.pt --episodes 50 --seed 10000 --csv final.csv
 
 The environment, its keyword arguments, the priority order and the base observation are read
 from the run.json beside each checkpoint (written by examples/train.py); --env, --env-kwargs,
 --order and --observation override them (and are required for a checkpoint without run.json).
 Episodes are seeded like the training run's evaluations unless --seed is given: with --seed,
-every checkpoint plays the same episodes (a paired comparison on episodes no training-time
-evaluation used, for a seed outside the runs' seeds). --csv appends one row of mean metrics
-per checkpoint (the file's header is written once), so evaluations can be added over time.
+every checkpoint plays the same episodes, a paired comparison of final policies (a --seed that
+is no run's seed gives other episodes than the training-time evaluations played). --csv
+appends one row of mean metrics per checkpoint (the header is written once), so evaluations
+can be added over time; the last command evaluates every final policy of a launch on 50 shared
+episodes into final.csv.
 """
 
 from __future__ import annotations
