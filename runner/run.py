@@ -328,6 +328,11 @@ def run_status(spec: RunSpec, out: Path | str) -> RunStatus:
     given = spec.to_dict()
     defaults = _config_defaults(spec.algo)
     diffs = spec_differences({**stored, "steps": spec.steps}, given, defaults)  # --steps may extend it
+    if not diffs and int(stored["steps"]) != spec.steps:
+        try:
+            _check_extension(spec, int(stored["steps"]), run_dir)
+        except RunError as exc:  # e.g. a learning rate that decays over the stored total
+            diffs = [str(exc)]
     counters = _load_state(state_path) if state_path.exists() else {}
     env_steps = int(counters.get("env_steps", 0))
     best = counters.get("best_return")

@@ -434,6 +434,13 @@ def test_status_reports_every_run_of_a_command_and_trains_nothing(tmp_path: Path
     out = capsys.readouterr().out
     assert "step    seed 1: differs (config.lr: stored 0.01, now 0.0005)" in out
     assert "2 of 4 runs complete or not resumable; 2 to go (600 steps)" in out
+    # A larger --steps extends a finished run (the matrix preset has no schedule over the total);
+    # a smaller one cannot shorten it.
+    longer = [a if a != "400" else "800" for a in argv]
+    assert {(st.algo, st.seed): st.state for st in train.main([*longer, "--status"])}[("step", 0)] == "in progress"
+    shorter = [a if a != "400" else "200" for a in argv]
+    shortened = {(st.algo, st.seed): st for st in train.main([*shorter, "--status"])}[("step", 0)]
+    assert shortened.state == "differs" and "can be extended, not shortened" in shortened.detail
 
 
 def test_custom_env_and_pettingzoo_env_run_end_to_end(tmp_path: Path) -> None:
