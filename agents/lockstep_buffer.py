@@ -28,8 +28,8 @@ class LockstepVectorReplayBuffer(VectorReplayBuffer):
     """``VectorReplayBuffer(total_size, buffer_num)`` with a vectorised ``add`` of full batches.
 
     A batch with one row per environment (``buffer_ids`` None or ``0 .. buffer_num - 1`` in
-    order) takes the vectorised path; any other ``add`` is Tianshou's. Only the default
-    options (no frame stacking, ``obs_next`` saved) are supported.
+    order) takes the vectorised path; any other ``add`` is Tianshou's. The buffer has
+    Tianshou's default options (no frame stacking, ``obs_next`` saved).
     """
 
     _arrays_current = False  # True while the per-environment arrays, not the sub-buffers, are current
