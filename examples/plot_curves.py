@@ -71,14 +71,16 @@ def print_last(rows: Sequence[dict[str, str]], *, metric: str, reps: int) -> Non
     """Per env and algorithm: ``metric`` at each run's last evaluation (the seeds' values and
     steps reached) and their mean with a 95% bootstrap interval."""
     last = final_values(rows, metric)
+    last3 = final_values(rows, metric, last=3)
     steps = final_values(rows, "env_steps")
-    print(f"last evaluation of each run: {metric}, mean over seeds [95% bootstrap CI]")
+    print(f"last evaluation of each run: {metric}, mean over seeds [95% bootstrap CI]; "
+          "then the mean over seeds of each run's last 3 evaluations")
     for env, per_algo in last.items():
         for algo, scores in per_algo.items():
             mean, low, high = (float(v[0]) for v in mean_interval(scores[:, None], reps=reps))
             band = "" if np.isnan(low) else f" [{low:.1f}, {high:.1f}]"
             reached = ", ".join(f"{v:.1f} ({int(t):,} steps)" for v, t in zip(scores, steps[env][algo], strict=True))
-            print(f"  {env}  {algo}: {mean:.1f}{band}  seeds: {reached}")
+            print(f"  {env}  {algo}: {mean:.1f}{band}  seeds: {reached}; last 3: {last3[env][algo].mean():.1f}")
 
 
 def print_final(rows: Sequence[dict[str, str]], *, reps: int) -> None:

@@ -169,11 +169,13 @@ def curve_bands(rows: Sequence[Mapping[str, str]], metric: str = "eval_return", 
     return out
 
 
-def final_values(rows: Sequence[Mapping[str, str]], metric: str) -> dict[str, dict[str, np.ndarray]]:
-    """env -> algo -> (seeds,) the metric at each run's last evaluation."""
+def final_values(rows: Sequence[Mapping[str, str]], metric: str, *, last: int = 1) -> dict[str, dict[str, np.ndarray]]:
+    """env -> algo -> (seeds,) the metric at each run's last evaluation (``last`` > 1: the mean
+    of each run's last ``last`` evaluations)."""
     out: dict[str, dict[str, np.ndarray]] = {}
     for env, algos in sorted(_runs(rows, metric).items()):
-        out[env] = {algo: np.array([s[max(s)] for s in seeds.values()]) for algo, seeds in sorted(algos.items())}
+        out[env] = {algo: np.array([float(np.mean([s[t] for t in sorted(s)[-last:]])) for s in seeds.values()])
+                    for algo, seeds in sorted(algos.items())}
     return out
 
 

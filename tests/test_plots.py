@@ -104,7 +104,9 @@ def test_plot_curves_script(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     out = capsys.readouterr().out
     assert path.exists() and "36 evaluations" in out
     # The table of each run's last evaluation: seeds at 20 * (1 + seed), all at step 20.
-    assert "matrix/penalty-v0  mappo: 40.0 [20.0, 60.0]  seeds: 20.0 (20 steps), 40.0 (20 steps), 60.0 (20 steps)" in out
+    # Last 3: the mean of 0, 10 and 20 times (1 + seed), over the seeds: 10 * 2 = 20.
+    assert ("matrix/penalty-v0  mappo: 40.0 [20.0, 60.0]  seeds: 20.0 (20 steps), 40.0 (20 steps), 60.0 (20 steps); "
+            "last 3: 20.0") in out
     with pytest.raises(SystemExit) as exc:
         module.main([str(tmp_path / "nothing"), "--out", str(tmp_path / "g.png")])
     assert exc.value.code == 2
