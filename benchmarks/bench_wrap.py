@@ -39,7 +39,7 @@ def seconds_per_turn(make_aec: Callable[[], Any], turns: int, seed: int) -> floa
     return (time.perf_counter() - start) / max(done, 1)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--turns", type=int, default=20_000, help="AEC turns per measurement")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds; the best is kept")
@@ -49,7 +49,7 @@ def main() -> None:
     )
     parser.add_argument("--flatten", action="store_true", help="measure stmg's flat observation form")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     print(f"{'env':32s} {'parallel_to_aec us/turn':>24s} {'stmg.wrap us/turn':>18s} {'ratio':>6s}")
     for env_id in args.envs:

@@ -43,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     parser.add_argument("--title", default=None, help="figure title (default: says what is shown)")
     parser.add_argument("--labels", nargs="+", default=None, metavar="LABEL",
                         help="one label per DIR, added to its algorithms' names: runs of one algorithm "
-                             "with different settings become separate curves (e.g. beta=0 beta=1)")
+                             "with different settings become separate curves (e.g. beta=0 beta=1; '' for none)")
     parser.add_argument("--algos", nargs="+", default=None, metavar="ALGO",
                         help="plot only these algorithms (default: every algorithm found)")
     parser.add_argument("--final", nargs="+", default=None, metavar="CSV",

@@ -18,11 +18,11 @@ import stmg
 from envs.matrix import stackelberg_equilibrium
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--k", type=float, default=-100.0, help="the Penalty game's penalty")
     parser.add_argument("--steps", type=int, default=3, help="time steps to play")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     base = envs.make("matrix/penalty-v0", k=args.k, episode_length=args.steps)
     payoffs = base.payoffs

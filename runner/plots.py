@@ -7,6 +7,10 @@ policies' average speed (Fig. 9) and collision rate, one group of bars per envir
 each run's last evaluation, or from final evaluations (``examples/evaluate.py --csv``, read by
 :func:`read_final`) where given.
 
+:func:`final_scores` and :func:`plot_scores` make the scoreboard of many experiments at once:
+per environment, every run's final return (a dot per seed) and each algorithm's mean with its
+95% interval, and :func:`scores_markdown` the same as a Markdown table.
+
 Interval estimates come from rliable (``rliable.library.get_interval_estimates``: a
 percentile bootstrap over runs, stratified per evaluation point), the tool of Agarwal et al.
 (2021) for few-run RL evaluation; if rliable is not installed, from SciPy's
@@ -56,7 +60,8 @@ def read_curves(paths: Iterable[Path | str], *, labels: Sequence[str] | None = N
     Args:
         paths: training output directories or CSV files.
         labels: one per path; its rows' algorithm becomes ``"ALGO LABEL"``, so that runs of one
-            algorithm with different settings (e.g. ``beta=0`` and ``beta=10``) are separate curves.
+            algorithm with different settings (e.g. ``beta=0`` and ``beta=10``) are separate curves;
+            an empty label leaves the names as they are.
         algos: keep only the rows of these algorithms (None: all).
 
     Raises:
@@ -78,7 +83,7 @@ def read_curves(paths: Iterable[Path | str], *, labels: Sequence[str] | None = N
             for row in csv.DictReader(f):
                 if keep is not None and row["algo"] not in keep:
                     continue
-                if labels is not None:
+                if labels is not None and labels[k]:
                     row["algo"] = f"{row['algo']} {labels[k]}"
                 rows.append(row)
     return rows
@@ -302,3 +307,127 @@ def _bars(ax: Axes, values: Mapping[str, Mapping[str, np.ndarray]], algos: Seque
     ax.set_title(f"{source}: {label}", fontsize=10)
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=8)
+
+
+@dataclass
+class Score:
+    """One algorithm's final result on one environment: a value per run (seed)."""
+
+    env: str
+    algo: str
+    seeds: list[str]
+    """The runs' seeds, in numeric order where they are numbers."""
+    values: np.ndarray
+    """(seeds,) the metric at each run's last evaluation (or the mean of its last ``last``)."""
+    steps: np.ndarray
+    """(seeds,) environment steps of each run's last evaluation."""
+    mean: float
+    low: float
+    """Lower end of the 95% bootstrap interval of the mean over runs (NaN with one run)."""
+    high: float
+
+
+def _seed_key(seed: str) -> tuple[int, float | str]:
+    try:
+        return (0, float(seed))
+    except ValueError:
+        return (1, seed)
+
+
+def final_scores(rows: Sequence[Mapping[str, str]], metric: str = "eval_return", *, last: int = 1,
+                 reps: int = 2000) -> dict[str, dict[str, Score]]:
+    """env -> algo -> :class:`Score`: each run's ``metric`` at its last evaluation (``last`` > 1:
+    the mean of its last ``last`` evaluations), and their mean over runs with a 95% interval.
+
+    Raises:
+        ValueError: ``last`` below 1, or no row has ``metric``.
+    """
+    if last < 1:
+        raise ValueError(f"last={last!r}: expected the number of final evaluations to average, at least 1")
+    runs = _runs(rows, metric)
+    if not runs:
+        raise ValueError(f"no row has a value for {metric!r}")
+    out: dict[str, dict[str, Score]] = {}
+    for env, algos in sorted(runs.items()):
+        out[env] = {}
+        for algo, per_seed in sorted(algos.items()):
+            seeds = sorted(per_seed, key=_seed_key)
+            values = np.array([np.mean([per_seed[s][t] for t in sorted(per_seed[s])[-last:]]) for s in seeds])
+            steps = np.array([max(per_seed[s]) for s in seeds], dtype=np.int64)
+            mean, low, high = (float(v[0]) for v in mean_interval(values[:, None], reps=reps))
+            out[env][algo] = Score(env=env, algo=algo, seeds=seeds, values=values, steps=steps, mean=mean,
+                                   low=low, high=high)
+    return out
+
+
+def _number_format(values: np.ndarray) -> str:
+    """One format for a row of a table: whole numbers with thousands separators where the
+    values reach 100, one decimal otherwise."""
+    return ",.0f" if np.nanmax(np.abs(values)) >= 100 else ".1f"
+
+
+def scores_markdown(scores: Mapping[str, Mapping[str, Score]], *, metric: str = "eval_return",
+                    last: int = 1) -> str:
+    """A Markdown table of :func:`final_scores`: per environment and algorithm, each seed's
+    value, the mean over runs with its 95% interval, and the steps each run reached."""
+    what = "last evaluation" if last == 1 else f"mean of the last {last} evaluations"
+    lines = [f"| environment | algorithm | {metric.replace('_', ' ')}, {what}, per seed | mean [95% CI] | env steps |",
+             "|---|---|---|---:|---|"]
+    for env, per_algo in scores.items():
+        for algo, sc in sorted(per_algo.items(), key=lambda kv: -kv[1].mean):
+            f = _number_format(np.append(sc.values, sc.mean))
+            per_seed = " / ".join(f"{v:{f}} (s{s})" for s, v in zip(sc.seeds, sc.values, strict=True))
+            band = "" if np.isnan(sc.low) else f" [{sc.low:{f}}, {sc.high:{f}}]"
+            steps = sorted(set(sc.steps.tolist()))
+            reached = ", ".join(f"{t:,}" for t in steps) + ("" if len(steps) == 1 else " (unequal)")
+            lines.append(f"| {env} | {algo} | {per_seed} | {sc.mean:{f}}{band} | {reached} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_scores(scores: Mapping[str, Mapping[str, Score]], out: Path | str, *, metric: str = "eval_return",
+                last: int = 1, title: str | None = None) -> Path:
+    """The scoreboard: one panel per environment, one row per algorithm (best mean on top),
+    a dot per run and the mean over runs with its 95% interval. A run that stopped short of
+    the environment's longest run is drawn hollow. Returns the path written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not scores:
+        raise ValueError("no scores to plot")
+    algos = sorted({a for per_algo in scores.values() for a in per_algo})
+    colours = {a: f"C{i % 10}" for i, a in enumerate(algos)}
+    n_env = len(scores)
+    n_cols = min(n_env, 3)
+    n_rows = -(-n_env // n_cols)
+    most = max(len(per_algo) for per_algo in scores.values())
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(5.0 * n_cols, (0.55 * most + 1.3) * n_rows),
+                             layout="constrained", squeeze=False)
+    for ax in axes.ravel()[n_env:]:
+        ax.set_visible(False)
+    for ax, (env, per_algo) in zip(axes.ravel(), scores.items(), strict=False):
+        ranked = sorted(per_algo.values(), key=lambda sc: sc.mean)  # best on top
+        full = max(int(sc.steps.max()) for sc in ranked)
+        for y, sc in enumerate(ranked):
+            colour = colours[sc.algo]
+            offsets = np.linspace(-0.15, 0.15, len(sc.values)) if len(sc.values) > 1 else np.zeros(1)
+            done = sc.steps == full
+            ax.scatter(sc.values[done], y + offsets[done], color=colour, s=22, zorder=3)
+            ax.scatter(sc.values[~done], y + offsets[~done], facecolors="none", edgecolors=colour, s=22, zorder=3)
+            if not np.isnan(sc.low):
+                ax.plot([sc.low, sc.high], [y, y], color=colour, linewidth=2.5, alpha=0.5, zorder=2)
+            ax.plot([sc.mean], [y], marker="|", color="black", markersize=14, zorder=4)
+        ax.set_yticks(range(len(ranked)), [f"{sc.algo} ({len(sc.values)})" for sc in ranked], fontsize=8)
+        ax.set_ylim(-0.6, len(ranked) - 0.4)
+        ax.set_title(f"{env} ({full:,} steps)", fontsize=10)
+        ax.set_xlabel(metric.replace("_", " "))
+        ax.grid(alpha=0.3, axis="x")
+    what = "last evaluation" if last == 1 else f"mean of the last {last} evaluations"
+    fig.suptitle(title or f"final {metric.replace('_', ' ')} ({what}): a dot per seed, the mean (|) "
+                          "and its 95% bootstrap CI; hollow: run not finished", fontsize=10)
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

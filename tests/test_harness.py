@@ -235,8 +235,19 @@ def test_cli_usage_errors_name_the_bad_value(argv: list[str], message: str, tmp_
     assert message in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("script", ["examples/train.py", "examples/plot_curves.py", "examples/evaluate.py"])
-def test_help_works_on_every_script(script: str, capsys: pytest.CaptureFixture[str]) -> None:
+SCRIPTS = sorted(str(path.relative_to(ROOT)) for folder in ("examples", "benchmarks")
+                 for path in (ROOT / folder).glob("*.py") if "def main(" in path.read_text())
+
+
+def test_every_script_is_checked() -> None:
+    assert {"examples/train.py", "examples/plot_scores.py", "benchmarks/bench_step.py"} <= set(SCRIPTS)
+    assert len(SCRIPTS) >= 20
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_help_works_on_every_script(script: str, capsys: pytest.CaptureFixture[str],
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(ROOT / Path(script).parent))  # as when run: its folder's helpers
     with pytest.raises(SystemExit) as exc:
         _load(script).main(["--help"])
     assert exc.value.code == 0

@@ -12,12 +12,15 @@ import pytest
 
 from runner.plots import (
     curve_bands,
+    final_scores,
     final_table,
     final_values,
     mean_interval,
     plot_curves,
+    plot_scores,
     read_curves,
     read_final,
+    scores_markdown,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -179,3 +182,62 @@ def test_final_evaluations_feed_the_bars_and_the_printed_table(tmp_path: Path,
     with pytest.raises(SystemExit):
         module.main([str(tmp_path / "merge"), "--final", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "n.png")])
     assert "no final-evaluation table at" in capsys.readouterr().err
+
+
+def _load_script(name: str) -> object:
+    spec = importlib.util.spec_from_file_location(name, ROOT / f"examples/{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_scoreboard_by_hand(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Final scores per run, their mean and interval, the table, unfinished runs, labels."""
+    env = "mamujoco/Ant-4x2-v0"
+    rows: list[dict[str, object]] = []
+    for seed, curve in ((0, [0.0, 100.0, 400.0, 1000.0]), (1, [0.0, 200.0, 500.0, 2000.0]),
+                        (10, [0.0, 300.0, 900.0, 3000.0])):
+        rows += [{"env": env, "algo": "step", "seed": seed, "env_steps": 10 * k, "eval_return": v}
+                 for k, v in enumerate(curve)]
+    # An unfinished run: seed 1 of happo stopped at step 20.
+    rows += [{"env": env, "algo": "happo", "seed": seed, "env_steps": 10 * k, "eval_return": 50.0 * (1 + seed)}
+             for seed in (0, 1) for k in range(4 if seed == 0 else 3)]
+    _write(tmp_path / "a", rows)
+    scores = final_scores(read_curves([tmp_path / "a"]), reps=300)[env]
+    step = scores["step"]
+    assert step.seeds == ["0", "1", "10"]  # numeric order, not "0", "1", "10" by accident of text
+    np.testing.assert_allclose(step.values, [1000.0, 2000.0, 3000.0])
+    assert step.mean == 2000.0 and 1000.0 <= step.low < 2000.0 < step.high <= 3000.0
+    np.testing.assert_array_equal(scores["happo"].steps, [30, 20])
+    last2 = final_scores(read_curves([tmp_path / "a"]), last=2, reps=300)[env]["step"]
+    np.testing.assert_allclose(last2.values, [700.0, 1250.0, 1950.0])  # mean of the last two
+    table = scores_markdown({env: scores})
+    lines = table.splitlines()
+    # Best mean first; thousands separators; the unequal steps of happo's runs are flagged.
+    assert lines[2] == (f"| {env} | step | 1,000 (s0) / 2,000 (s1) / 3,000 (s10) | "
+                        f"2,000 [{step.low:,.0f}, {step.high:,.0f}] | 30 |")
+    assert lines[3] == f"| {env} | happo | 50 (s0) / 100 (s1) | 75 [50, 100] | 20, 30 (unequal) |"
+    _write(tmp_path / "m", [{"env": "merge/easy-v0", "algo": "ippo", "seed": seed, "env_steps": 0,
+                             "eval_return": value} for seed, value in ((0, 1.5), (1, 2.5))])
+    small = scores_markdown(final_scores(read_curves([tmp_path / "m"]), reps=300))  # small values: decimals
+    assert small.splitlines()[2] == "| merge/easy-v0 | ippo | 1.5 (s0) / 2.5 (s1) | 2.0 [1.5, 2.5] | 0 |"
+    assert plot_scores({env: scores}, tmp_path / "s.png").stat().st_size > 0
+    with pytest.raises(ValueError, match="last=0"):
+        final_scores(read_curves([tmp_path / "a"]), last=0)
+    with pytest.raises(ValueError, match="no row has a value for 'avg_speed'"):
+        final_scores(read_curves([tmp_path / "a"]), "avg_speed")
+    # The script: an empty label keeps the names, a label makes a separate row.
+    _write(tmp_path / "b", [dict(r, eval_return=float(r["eval_return"]) + 1.0) for r in rows  # type: ignore[arg-type]
+                            if r["algo"] == "step"])
+    module = _load_script("plot_scores")
+    md = tmp_path / "scores.md"
+    path = module.main([str(tmp_path / "a"), str(tmp_path / "b"), "--labels", "", "beta=10",  # type: ignore[attr-defined]
+                        "--out", str(tmp_path / "t.png"), "--reps", "200", "--markdown", str(md)])
+    out = capsys.readouterr().out
+    assert path.exists() and "| step beta=10 | 1,001 (s0) / 2,001 (s1) / 3,001 (s10) |" in out
+    assert "| step | 1,000 (s0)" in out and md.read_text() in out
+    for bad in (["--last", "0"], ["--reps", "10"]):
+        with pytest.raises(SystemExit) as exc:
+            module.main([str(tmp_path / "a"), "--out", str(tmp_path / "u.png"), *bad])  # type: ignore[attr-defined]
+        assert exc.value.code == 2
