@@ -22,11 +22,12 @@ from pathlib import Path
 import numpy as np
 
 from runner.plots import (
+    add_curve_arguments,
     final_table,
     final_values,
     mean_interval,
     plot_curves,
-    read_curves,
+    read_curve_arguments,
     read_final,
 )
 
@@ -34,28 +35,13 @@ from runner.plots import (
 def main(argv: Sequence[str] | None = None) -> Path:
     """Read the curves, draw the figure, print where it went."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("dirs", nargs="+", metavar="DIR",
-                        help="training output directories (each holds curves.csv) or curves CSV files")
-    parser.add_argument("--out", required=True, help="image to write (.png, .pdf or .svg)")
-    parser.add_argument("--metric", default="eval_return",
-                        help="curves.csv column to plot against env_steps (default: eval_return)")
-    parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples (default: 2000)")
-    parser.add_argument("--title", default=None, help="figure title (default: says what is shown)")
-    parser.add_argument("--labels", nargs="+", default=None, metavar="LABEL",
-                        help="one label per DIR, added to its algorithms' names: runs of one algorithm "
-                             "with different settings become separate curves (e.g. beta=0 beta=1; '' for none)")
-    parser.add_argument("--algos", nargs="+", default=None, metavar="ALGO",
-                        help="plot only these algorithms (default: every algorithm found)")
+    add_curve_arguments(parser, metric_help="curves.csv column to plot against env_steps")
     parser.add_argument("--final", nargs="+", default=None, metavar="CSV",
                         help="final-evaluation tables (examples/evaluate.py --csv): the bar charts show "
                              "these instead of each run's last evaluation, and a table of them is printed")
     args = parser.parse_args(argv)
-    if args.reps < 100:
-        parser.error(f"--reps {args.reps} is too few for a 95% interval; use at least 100")
+    rows = read_curve_arguments(parser, args)
     try:
-        rows = read_curves(args.dirs, labels=args.labels, algos=args.algos)
-        if not rows:
-            parser.error(f"no rows of the algorithms {args.algos} in {args.dirs}")
         final = read_final(args.final, algos=args.algos) if args.final else None
         path = plot_curves(rows, args.out, metric=args.metric, reps=args.reps, title=args.title, final=final)
     except (FileNotFoundError, ValueError) as exc:

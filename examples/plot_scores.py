@@ -19,35 +19,27 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from runner.plots import final_scores, plot_scores, read_curves, scores_markdown
+from runner.plots import (
+    add_curve_arguments,
+    final_scores,
+    plot_scores,
+    read_curve_arguments,
+    scores_markdown,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> Path:
     """Read the curves, draw the scoreboard, print the table."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("dirs", nargs="+", metavar="DIR",
-                        help="training output directories (each holds curves.csv) or curves CSV files")
-    parser.add_argument("--out", required=True, help="image to write (.png, .pdf or .svg)")
-    parser.add_argument("--metric", default="eval_return",
-                        help="curves.csv column to score (default: eval_return)")
+    add_curve_arguments(parser, metric_help="curves.csv column to score")
     parser.add_argument("--last", type=int, default=1,
                         help="average each run's last K evaluations (default: 1, the last one)")
-    parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples (default: 2000)")
-    parser.add_argument("--labels", nargs="+", default=None, metavar="LABEL",
-                        help="one label per DIR, added to its algorithms' names (e.g. beta=0 beta=10; '' for none)")
-    parser.add_argument("--algos", nargs="+", default=None, metavar="ALGO",
-                        help="only these algorithms (default: every algorithm found)")
-    parser.add_argument("--title", default=None, help="figure title (default: says what is shown)")
     parser.add_argument("--markdown", default=None, metavar="FILE", help="also write the table to FILE")
     args = parser.parse_args(argv)
-    if args.reps < 100:
-        parser.error(f"--reps {args.reps} is too few for a 95% interval; use at least 100")
     if args.last < 1:
         parser.error(f"--last {args.last}: expected at least 1 evaluation to average")
+    rows = read_curve_arguments(parser, args)
     try:
-        rows = read_curves(args.dirs, labels=args.labels, algos=args.algos)
-        if not rows:
-            parser.error(f"no rows of the algorithms {args.algos} in {args.dirs}")
         scores = final_scores(rows, args.metric, last=args.last, reps=args.reps)
         path = plot_scores(scores, args.out, metric=args.metric, last=args.last, title=args.title)
     except (FileNotFoundError, ValueError) as exc:

@@ -21,6 +21,7 @@ reached; beyond that the mean of the seeds there is drawn alone.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import warnings
 from collections import defaultdict
@@ -35,6 +36,36 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
 CONFIDENCE = 0.95
+
+
+def add_curve_arguments(parser: argparse.ArgumentParser, *, metric_help: str) -> None:
+    """The inputs that the plotting scripts share: DIRs, --out, --metric, --reps, --title,
+    --labels, --algos. :func:`read_curve_arguments` checks them and reads the rows."""
+    parser.add_argument("dirs", nargs="+", metavar="DIR",
+                        help="training output directories (each holds curves.csv) or curves CSV files")
+    parser.add_argument("--out", required=True, help="image to write (.png, .pdf or .svg)")
+    parser.add_argument("--metric", default="eval_return", help=f"{metric_help} (default: eval_return)")
+    parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples (default: 2000)")
+    parser.add_argument("--title", default=None, help="figure title (default: says what is shown)")
+    parser.add_argument("--labels", nargs="+", default=None, metavar="LABEL",
+                        help="one label per DIR, added to its algorithms' names: runs of one algorithm "
+                             "with different settings become separate entries (e.g. beta=0 beta=1; '' for none)")
+    parser.add_argument("--algos", nargs="+", default=None, metavar="ALGO",
+                        help="only these algorithms (default: every algorithm found)")
+
+
+def read_curve_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[dict[str, str]]:
+    """The rows that :func:`add_curve_arguments`' options select; a usage error (exit 2) that
+    names the problem for too few resamples, a missing curves file or no matching rows."""
+    if args.reps < 100:
+        parser.error(f"--reps {args.reps} is too few for a 95% interval; use at least 100")
+    try:
+        rows = read_curves(args.dirs, labels=args.labels, algos=args.algos)
+    except (FileNotFoundError, ValueError) as exc:
+        parser.error(str(exc))
+    if not rows:
+        parser.error(f"no rows of the algorithms {args.algos} in {args.dirs}")
+    return rows
 
 
 @dataclass
