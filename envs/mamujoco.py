@@ -92,7 +92,9 @@ Rewards and episode end
 Every agent gets the same reward: the single-agent ``-v5`` reward (forward velocity minus
 control cost, plus a healthy bonus and minus a contact cost for the ants). Ant and
 ManyAgentAnt *terminate* (all agents at once) when the torso leaves the healthy height
-range; HalfCheetah never terminates. All agents are *truncated* after ``episode_length``
+range (Gymnasium's ``healthy_z_range``, (0.2, 1.0) by default: a policy that throws the
+torso up above 1.0, which trained ManyAgentAnt policies do in some episodes right after the
+start, ends the episode too); HalfCheetah never terminates. All agents are *truncated* after ``episode_length``
 steps. There is no per-agent death: ``agents`` empties only at the end of the episode.
 ``infos[agent]`` is the single-agent info dict (a separate copy per agent).
 
