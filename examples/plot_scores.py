@@ -8,7 +8,9 @@ Per environment, one row per algorithm (best mean on top): a dot for each seed's
 return at its run's last evaluation (``--last K``: the mean of its last K evaluations), the
 mean over seeds and its 95% bootstrap confidence interval (rliable; SciPy if rliable is
 missing). Runs that have not reached the environment's longest run are drawn hollow and their
-steps are listed, so that partial results are not mistaken for final ones. The same numbers
+steps are listed, so that partial results are not mistaken for final ones. With
+``--final-evals``, a run that ``DIR/final_eval.csv`` (``examples/evaluate.py --csv``) has
+evaluated is scored by that final evaluation instead, and the table says so. The same numbers
 are printed as a Markdown table (and written to ``--markdown FILE``).
 """
 
@@ -24,6 +26,7 @@ from runner.plots import (
     final_scores,
     plot_scores,
     read_curve_arguments,
+    read_final,
     scores_markdown,
 )
 
@@ -34,13 +37,17 @@ def main(argv: Sequence[str] | None = None) -> Path:
     add_curve_arguments(parser, metric_help="curves.csv column to score")
     parser.add_argument("--last", type=int, default=1,
                         help="average each run's last K evaluations (default: 1, the last one)")
+    parser.add_argument("--final-evals", action="store_true",
+                        help="score a run by its final evaluation where DIR/final_eval.csv (written by "
+                             "examples/evaluate.py --csv) has one, instead of its training-time evaluations")
     parser.add_argument("--markdown", default=None, metavar="FILE", help="also write the table to FILE")
     args = parser.parse_args(argv)
     if args.last < 1:
         parser.error(f"--last {args.last}: expected at least 1 evaluation to average")
     rows = read_curve_arguments(parser, args)
     try:
-        scores = final_scores(rows, args.metric, last=args.last, reps=args.reps)
+        final = final_rows(args.dirs, args.labels, args.algos) if args.final_evals else None
+        scores = final_scores(rows, args.metric, last=args.last, reps=args.reps, final=final)
         path = plot_scores(scores, args.out, metric=args.metric, last=args.last, title=args.title)
     except (FileNotFoundError, ValueError) as exc:
         parser.error(str(exc))
@@ -51,6 +58,21 @@ def main(argv: Sequence[str] | None = None) -> Path:
         Path(args.markdown).write_text(table)
         print(f"wrote {args.markdown}")
     return path
+
+
+def final_rows(dirs: Sequence[str], labels: Sequence[str] | None, algos: Sequence[str] | None
+               ) -> list[dict[str, str]]:
+    """The rows of every ``DIR/final_eval.csv`` that exists, labelled as that DIR's curves are."""
+    rows: list[dict[str, str]] = []
+    for k, directory in enumerate(dirs):
+        table = Path(directory) / "final_eval.csv"
+        if not table.is_file():
+            continue
+        for row in read_final([table], algos=algos):
+            if labels is not None and labels[k]:
+                row["algo"] = f"{row['algo']} {labels[k]}"
+            rows.append(row)
+    return rows
 
 
 if __name__ == "__main__":

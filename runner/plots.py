@@ -356,6 +356,9 @@ class Score:
     low: float
     """Lower end of the 95% bootstrap interval of the mean over runs (NaN with one run)."""
     high: float
+    source: str = "training-time evaluation"
+    """Where the values come from: ``"training-time evaluation"``, ``"final evaluation (E
+    episodes)"`` (tables of ``examples/evaluate.py --csv``), or ``"mixed"``."""
 
 
 def _seed_key(seed: str) -> tuple[int, float | str]:
@@ -366,9 +369,13 @@ def _seed_key(seed: str) -> tuple[int, float | str]:
 
 
 def final_scores(rows: Sequence[Mapping[str, str]], metric: str = "eval_return", *, last: int = 1,
-                 reps: int = 2000) -> dict[str, dict[str, Score]]:
+                 reps: int = 2000, final: Sequence[Mapping[str, str]] | None = None) -> dict[str, dict[str, Score]]:
     """env -> algo -> :class:`Score`: each run's ``metric`` at its last evaluation (``last`` > 1:
     the mean of its last ``last`` evaluations), and their mean over runs with a 95% interval.
+
+    ``final``: rows of final evaluations (:func:`read_final`); a run (env, algo, seed) that has
+    one is scored by it instead (usually more episodes, on test seeds), and
+    :attr:`Score.source` says so.
 
     Raises:
         ValueError: ``last`` below 1, or no row has ``metric``.
@@ -378,6 +385,7 @@ def final_scores(rows: Sequence[Mapping[str, str]], metric: str = "eval_return",
     runs = _runs(rows, metric)
     if not runs:
         raise ValueError(f"no row has a value for {metric!r}")
+    finals = {(r["env"], r["algo"], str(r["seed"])): r for r in final or () if r.get(metric, "") not in ("", None)}
     out: dict[str, dict[str, Score]] = {}
     for env, algos in sorted(runs.items()):
         out[env] = {}
@@ -385,9 +393,17 @@ def final_scores(rows: Sequence[Mapping[str, str]], metric: str = "eval_return",
             seeds = sorted(per_seed, key=_seed_key)
             values = np.array([np.mean([per_seed[s][t] for t in sorted(per_seed[s])[-last:]]) for s in seeds])
             steps = np.array([max(per_seed[s]) for s in seeds], dtype=np.int64)
+            sources = []
+            for i, s in enumerate(seeds):
+                row = finals.get((env, algo, s))
+                if row is None:
+                    sources.append("training-time evaluation")
+                else:
+                    values[i] = float(row[metric])
+                    sources.append(f"final evaluation ({row.get('episodes') or '?'} episodes)")
             mean, low, high = (float(v[0]) for v in mean_interval(values[:, None], reps=reps))
             out[env][algo] = Score(env=env, algo=algo, seeds=seeds, values=values, steps=steps, mean=mean,
-                                   low=low, high=high)
+                                   low=low, high=high, source=sources[0] if len(set(sources)) == 1 else "mixed")
     return out
 
 
@@ -401,9 +417,10 @@ def scores_markdown(scores: Mapping[str, Mapping[str, Score]], *, metric: str = 
                     last: int = 1) -> str:
     """A Markdown table of :func:`final_scores`: per environment and algorithm, each seed's
     value, the mean over runs with its 95% interval, and the steps each run reached."""
-    what = "last evaluation" if last == 1 else f"mean of the last {last} evaluations"
-    lines = [f"| environment | algorithm | {metric.replace('_', ' ')}, {what}, per seed | mean [95% CI] | env steps |",
-             "|---|---|---|---:|---|"]
+    what = ("last training-time evaluation" if last == 1
+            else f"mean of the last {last} training-time evaluations")
+    lines = [f"| environment | algorithm | {metric.replace('_', ' ')} per seed | mean [95% CI] | env steps | from |",
+             "|---|---|---|---:|---|---|"]
     for env, per_algo in scores.items():
         for algo, sc in sorted(per_algo.items(), key=lambda kv: -kv[1].mean):
             f = _number_format(np.append(sc.values, sc.mean))
@@ -411,7 +428,8 @@ def scores_markdown(scores: Mapping[str, Mapping[str, Score]], *, metric: str = 
             band = "" if np.isnan(sc.low) else f" [{sc.low:{f}}, {sc.high:{f}}]"
             steps = sorted(set(sc.steps.tolist()))
             reached = ", ".join(f"{t:,}" for t in steps) + ("" if len(steps) == 1 else " (unequal)")
-            lines.append(f"| {env} | {algo} | {per_seed} | {sc.mean:{f}}{band} | {reached} |")
+            source = what if sc.source == "training-time evaluation" else sc.source
+            lines.append(f"| {env} | {algo} | {per_seed} | {sc.mean:{f}}{band} | {reached} | {source} |")
     return "\n".join(lines) + "\n"
 
 
@@ -449,14 +467,16 @@ def plot_scores(scores: Mapping[str, Mapping[str, Score]], out: Path | str, *, m
             if not np.isnan(sc.low):
                 ax.plot([sc.low, sc.high], [y, y], color=colour, linewidth=2.5, alpha=0.5, zorder=2)
             ax.plot([sc.mean], [y], marker="|", color="black", markersize=14, zorder=4)
-        ax.set_yticks(range(len(ranked)), [f"{sc.algo} ({len(sc.values)})" for sc in ranked], fontsize=8)
+        ax.set_yticks(range(len(ranked)), [f"{sc.algo} ({len(sc.values)})" + ("" if sc.source.startswith("training")
+                                           else "\n" + sc.source) for sc in ranked], fontsize=8)
         ax.set_ylim(-0.6, len(ranked) - 0.4)
         ax.set_title(f"{env} ({full:,} steps)", fontsize=10)
         ax.set_xlabel(metric.replace("_", " "))
         ax.grid(alpha=0.3, axis="x")
-    what = "last evaluation" if last == 1 else f"mean of the last {last} evaluations"
-    fig.suptitle(title or f"final {metric.replace('_', ' ')} ({what}): a dot per seed, the mean (|) "
-                          "and its 95% bootstrap CI; hollow: run not finished", fontsize=10)
+    what = "last training-time evaluation" if last == 1 else f"mean of the last {last} training-time evaluations"
+    fig.suptitle(title or f"final {metric.replace('_', ' ')} ({what}, or the final evaluation where named): "
+                          "a dot per seed, the mean (|) and its 95% bootstrap CI; hollow: run not finished",
+                 fontsize=10)
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

@@ -216,12 +216,14 @@ def test_scoreboard_by_hand(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     lines = table.splitlines()
     # Best mean first; thousands separators; the unequal steps of happo's runs are flagged.
     assert lines[2] == (f"| {env} | step | 1,000 (s0) / 2,000 (s1) / 3,000 (s10) | "
-                        f"2,000 [{step.low:,.0f}, {step.high:,.0f}] | 30 |")
-    assert lines[3] == f"| {env} | happo | 50 (s0) / 100 (s1) | 75 [50, 100] | 20, 30 (unequal) |"
+                        f"2,000 [{step.low:,.0f}, {step.high:,.0f}] | 30 | last training-time evaluation |")
+    assert lines[3] == (f"| {env} | happo | 50 (s0) / 100 (s1) | 75 [50, 100] | 20, 30 (unequal) | "
+                        "last training-time evaluation |")
     _write(tmp_path / "m", [{"env": "merge/easy-v0", "algo": "ippo", "seed": seed, "env_steps": 0,
                              "eval_return": value} for seed, value in ((0, 1.5), (1, 2.5))])
     small = scores_markdown(final_scores(read_curves([tmp_path / "m"]), reps=300))  # small values: decimals
-    assert small.splitlines()[2] == "| merge/easy-v0 | ippo | 1.5 (s0) / 2.5 (s1) | 2.0 [1.5, 2.5] | 0 |"
+    assert small.splitlines()[2] == ("| merge/easy-v0 | ippo | 1.5 (s0) / 2.5 (s1) | 2.0 [1.5, 2.5] | 0 | "
+                                     "last training-time evaluation |")
     assert plot_scores({env: scores}, tmp_path / "s.png").stat().st_size > 0
     with pytest.raises(ValueError, match="last=0"):
         final_scores(read_curves([tmp_path / "a"]), last=0)
@@ -237,6 +239,24 @@ def test_scoreboard_by_hand(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     out = capsys.readouterr().out
     assert path.exists() and "| step beta=10 | 1,001 (s0) / 2,001 (s1) / 3,001 (s10) |" in out
     assert "| step | 1,000 (s0)" in out and md.read_text() in out
+    # --final-evals: a DIR's final_eval.csv scores the runs it evaluated (labelled as the DIR).
+    with open(tmp_path / "b" / "final_eval.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, ["env", "algo", "seed", "checkpoint", "episodes", "eval_return",
+                                    "avg_speed", "collision_rate"])
+        writer.writeheader()
+        for seed, value in ((0, 10.0), (1, 20.0), (10, 30.0)):
+            writer.writerow({"env": env, "algo": "step", "seed": seed, "checkpoint": "last.pt", "episodes": 20,
+                             "eval_return": value, "avg_speed": "", "collision_rate": ""})
+    module.main([str(tmp_path / "a"), str(tmp_path / "b"), "--labels", "", "beta=10", "--final-evals",  # type: ignore[attr-defined]
+                 "--out", str(tmp_path / "t2.png"), "--reps", "200"])
+    out = capsys.readouterr().out
+    assert "| step beta=10 | 10.0 (s0) / 20.0 (s1) / 30.0 (s10) | 20.0 [" in out
+    assert out.rstrip().splitlines()[-1].endswith("| final evaluation (20 episodes) |")  # the lowest mean: last
+    assert "| step | 1,000 (s0)" in out  # DIR a has no final evaluations: its rows stay
+    mixed = final_scores(read_curves([tmp_path / "a"]), reps=200, final=[
+        {"env": env, "algo": "step", "seed": "1", "eval_return": "7.0", "episodes": "50"}])[env]["step"]
+    np.testing.assert_allclose(mixed.values, [1000.0, 7.0, 3000.0])
+    assert mixed.source == "mixed"
     for bad in (["--last", "0"], ["--reps", "10"]):
         with pytest.raises(SystemExit) as exc:
             module.main([str(tmp_path / "a"), "--out", str(tmp_path / "u.png"), *bad])  # type: ignore[attr-defined]
