@@ -37,6 +37,9 @@ def main(argv: Sequence[str] | None = None) -> Path:
     add_curve_arguments(parser, metric_help="curves.csv column to score")
     parser.add_argument("--last", type=int, default=1,
                         help="average each run's last K evaluations (default: 1, the last one)")
+    parser.add_argument("--min-steps", type=int, default=0, metavar="N",
+                        help="score only the runs whose last evaluation is at N environment steps or more "
+                             "(leave out runs still in progress; default: every run)")
     parser.add_argument("--final-evals", action="store_true",
                         help="score a run by its final evaluation where DIR/final_eval.csv (written by "
                              "examples/evaluate.py --csv) has one, instead of its training-time evaluations")
@@ -45,6 +48,10 @@ def main(argv: Sequence[str] | None = None) -> Path:
     if args.last < 1:
         parser.error(f"--last {args.last}: expected at least 1 evaluation to average")
     rows = read_curve_arguments(parser, args)
+    if args.min_steps > 0:
+        rows = runs_that_reached(rows, args.min_steps)
+        if not rows:
+            parser.error(f"no run in {args.dirs} reached --min-steps {args.min_steps}")
     try:
         final = final_rows(args.dirs, args.labels, args.algos) if args.final_evals else None
         scores = final_scores(rows, args.metric, last=args.last, reps=args.reps, final=final)
@@ -58,6 +65,15 @@ def main(argv: Sequence[str] | None = None) -> Path:
         Path(args.markdown).write_text(table)
         print(f"wrote {args.markdown}")
     return path
+
+
+def runs_that_reached(rows: Sequence[dict[str, str]], steps: int) -> list[dict[str, str]]:
+    """The rows of the runs (env, algo, seed) whose last evaluation is at ``steps`` or more."""
+    reached: dict[tuple[str, str, str], int] = {}
+    for row in rows:
+        key = (row["env"], row["algo"], row["seed"])
+        reached[key] = max(reached.get(key, 0), int(row["env_steps"]))
+    return [row for row in rows if reached[(row["env"], row["algo"], row["seed"])] >= steps]
 
 
 def final_rows(dirs: Sequence[str], labels: Sequence[str] | None, algos: Sequence[str] | None

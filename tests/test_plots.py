@@ -257,7 +257,11 @@ def test_scoreboard_by_hand(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
         {"env": env, "algo": "step", "seed": "1", "eval_return": "7.0", "episodes": "50"}])[env]["step"]
     np.testing.assert_allclose(mixed.values, [1000.0, 7.0, 3000.0])
     assert mixed.source == "mixed"
-    for bad in (["--last", "0"], ["--reps", "10"]):
+    # --min-steps leaves out happo's unfinished seed 1 (stopped at step 20).
+    module.main([str(tmp_path / "a"), "--min-steps", "30", "--out", str(tmp_path / "t3.png"),  # type: ignore[attr-defined]
+                 "--reps", "200"])
+    assert f"| {env} | happo | 50.0 (s0) | 50.0 | 30 | last training-time evaluation |" in capsys.readouterr().out
+    for bad in (["--last", "0"], ["--reps", "10"], ["--min-steps", "40"]):
         with pytest.raises(SystemExit) as exc:
             module.main([str(tmp_path / "a"), "--out", str(tmp_path / "u.png"), *bad])  # type: ignore[attr-defined]
         assert exc.value.code == 2
