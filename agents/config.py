@@ -76,7 +76,9 @@ class STEPConfig:
     """STEP's Gaussian log-std: ``"generated"`` by the hypernetwork with the target network,
     H(e^i) (every priority's update moves the shared hypernetwork that makes all of them), or
     ``"priority"``: one free log-std vector per priority position, updated only in its own
-    priority's update, as the baselines' per-agent log-std."""
+    priority's update, as the baselines' per-agent log-std. On MA-MuJoCo the per-priority
+    log-std was far better on HalfCheetah and collapsed on ManyAgentAnt (see the project's
+    results), so the MuJoCo preset keeps the generated one."""
     value_normalization: bool = True
     """Critics predict returns normalised by running per-agent statistics (mean and std of the
     returns seen so far), so the value loss and the value clip work on the same scale whatever
