@@ -27,10 +27,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
-import envs  # noqa: E402
 from agents.adapter import EXTRA_COLUMNS  # noqa: E402
 from agents.policy import batch_tensors  # noqa: E402
 from agents.training import build_learner, learner_env_maker  # noqa: E402
+from runner.envs import EnvRef  # noqa: E402
 from runner.presets import algo_config  # noqa: E402
 
 
@@ -46,16 +46,16 @@ def microseconds_per_call(fn: Callable[[], object], calls: int) -> float:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--env", default="mamujoco/HalfCheetah-6x1-v0", help="registered env id")
+    parser.add_argument("--env", default="mamujoco/HalfCheetah-6x1-v0", help="registered env id or module:callable")
     parser.add_argument("--calls", type=int, default=500, help="timed forward passes of each kind")
     args = parser.parse_args(argv)
     if args.calls < 1:
         parser.error(f"--calls {args.calls}: expected at least 1")
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)
-    family = args.env.split("/")[0]
-    config = algo_config(family, "step", {})
-    make, _ = learner_env_maker(lambda: envs.make(args.env), config=config, order=None, observation="own")
+    ref = EnvRef(args.env)
+    config = algo_config(ref.family, "step", {})
+    make, _ = learner_env_maker(ref, config=config, order=None, observation="own")
     env = make()
     learner = build_learner(spec=env.spec_, config=config, env=env)
     policy = learner.policy

@@ -340,6 +340,15 @@ def _bars(ax: Axes, values: Mapping[str, Mapping[str, np.ndarray]], algos: Seque
     ax.legend(fontsize=8)
 
 
+TRAINING_SOURCE = "training-time evaluation"
+""":attr:`Score.source` of values from the runs' own curves."""
+
+
+def _evaluation_phrase(last: int) -> str:
+    """What a training-time score is: the last evaluation, or the mean of the last ``last``."""
+    return "last training-time evaluation" if last == 1 else f"mean of the last {last} training-time evaluations"
+
+
 @dataclass
 class Score:
     """One algorithm's final result on one environment: a value per run (seed)."""
@@ -356,7 +365,7 @@ class Score:
     low: float
     """Lower end of the 95% bootstrap interval of the mean over runs (NaN with one run)."""
     high: float
-    source: str = "training-time evaluation"
+    source: str = TRAINING_SOURCE
     """Where the values come from: ``"training-time evaluation"``, ``"final evaluation (E
     episodes)"`` (tables of ``examples/evaluate.py --csv``), or ``"mixed"``."""
 
@@ -397,7 +406,7 @@ def final_scores(rows: Sequence[Mapping[str, str]], metric: str = "eval_return",
             for i, s in enumerate(seeds):
                 row = finals.get((env, algo, s))
                 if row is None:
-                    sources.append("training-time evaluation")
+                    sources.append(TRAINING_SOURCE)
                 else:
                     values[i] = float(row[metric])
                     sources.append(f"final evaluation ({row.get('episodes') or '?'} episodes)")
@@ -417,8 +426,7 @@ def scores_markdown(scores: Mapping[str, Mapping[str, Score]], *, metric: str = 
                     last: int = 1) -> str:
     """A Markdown table of :func:`final_scores`: per environment and algorithm, each seed's
     value, the mean over runs with its 95% interval, and the steps each run reached."""
-    what = ("last training-time evaluation" if last == 1
-            else f"mean of the last {last} training-time evaluations")
+    what = _evaluation_phrase(last)
     lines = [f"| environment | algorithm | {metric.replace('_', ' ')} per seed | mean [95% CI] | env steps | from |",
              "|---|---|---|---:|---|---|"]
     for env, per_algo in scores.items():
@@ -428,7 +436,7 @@ def scores_markdown(scores: Mapping[str, Mapping[str, Score]], *, metric: str = 
             band = "" if np.isnan(sc.low) else f" [{sc.low:{f}}, {sc.high:{f}}]"
             steps = sorted(set(sc.steps.tolist()))
             reached = ", ".join(f"{t:,}" for t in steps) + ("" if len(steps) == 1 else " (unequal)")
-            source = what if sc.source == "training-time evaluation" else sc.source
+            source = what if sc.source == TRAINING_SOURCE else sc.source
             lines.append(f"| {env} | {algo} | {per_seed} | {sc.mean:{f}}{band} | {reached} | {source} |")
     return "\n".join(lines) + "\n"
 
@@ -467,14 +475,13 @@ def plot_scores(scores: Mapping[str, Mapping[str, Score]], out: Path | str, *, m
             if not np.isnan(sc.low):
                 ax.plot([sc.low, sc.high], [y, y], color=colour, linewidth=2.5, alpha=0.5, zorder=2)
             ax.plot([sc.mean], [y], marker="|", color="black", markersize=14, zorder=4)
-        ax.set_yticks(range(len(ranked)), [f"{sc.algo} ({len(sc.values)})" + ("" if sc.source.startswith("training")
+        ax.set_yticks(range(len(ranked)), [f"{sc.algo} ({len(sc.values)})" + ("" if sc.source == TRAINING_SOURCE
                                            else "\n" + sc.source) for sc in ranked], fontsize=8)
         ax.set_ylim(-0.6, len(ranked) - 0.4)
         ax.set_title(f"{env} ({full:,} steps)", fontsize=10)
         ax.set_xlabel(metric.replace("_", " "))
         ax.grid(alpha=0.3, axis="x")
-    what = "last training-time evaluation" if last == 1 else f"mean of the last {last} training-time evaluations"
-    fig.suptitle(title or f"final {metric.replace('_', ' ')} ({what}, or the final evaluation where named): "
+    fig.suptitle(title or f"final {metric.replace('_', ' ')} ({_evaluation_phrase(last)}, or the final evaluation where named): "
                           "a dot per seed, the mean (|) and its 95% bootstrap CI; hollow: run not finished",
                  fontsize=10)
     path = Path(out)

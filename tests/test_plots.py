@@ -6,6 +6,7 @@ import csv
 import importlib.util
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -33,6 +34,15 @@ def _write(path: Path, rows: list[dict[str, object]]) -> None:
         writer = csv.DictWriter(f, columns, restval="")
         writer.writeheader()
         writer.writerows(rows)
+
+
+def _load_script(name: str) -> ModuleType:
+    """examples/NAME.py as a module (its ``main`` takes argv)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / f"examples/{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_mean_interval_by_hand() -> None:
@@ -98,10 +108,7 @@ def test_plot_curves_script(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
         for seed in range(3) for t in (0, 10, 20)]
     _write(tmp_path / "run1", rows[: len(rows) // 2])
     _write(tmp_path / "run2", rows[len(rows) // 2:])
-    spec = importlib.util.spec_from_file_location("plot_curves_script", ROOT / "examples/plot_curves.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _load_script("plot_curves")
     path = module.main([str(tmp_path / "run1"), str(tmp_path / "run2"), "--out", str(tmp_path / "f.png"),
                         "--reps", "200"])
     out = capsys.readouterr().out
@@ -130,10 +137,7 @@ def test_labels_make_settings_separate_curves_and_algos_filter(tmp_path: Path,
     np.testing.assert_allclose(bands["step beta=10"].mean, [5.5, 5.5])
     with pytest.raises(ValueError, match=r"got 1 labels \['beta=0'\] for 2 curve directories"):
         read_curves([tmp_path / "beta0", tmp_path / "beta10"], labels=["beta=0"])
-    spec = importlib.util.spec_from_file_location("plot_curves_script2", ROOT / "examples/plot_curves.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _load_script("plot_curves")
     path = module.main([str(tmp_path / "beta0"), str(tmp_path / "beta10"), "--labels", "beta=0", "beta=10",
                         "--algos", "step", "--out", str(tmp_path / "beta.png"), "--reps", "200"])
     assert path.exists() and "8 evaluations" in capsys.readouterr().out
@@ -165,10 +169,7 @@ def test_final_evaluations_feed_the_bars_and_the_printed_table(tmp_path: Path,
     np.testing.assert_allclose(final_table(rows, "avg_speed")["merge/easy-v0"]["step"], [24.0, 26.0])
     np.testing.assert_allclose(final_table(rows, "collision_rate")["merge/easy-v0"]["mappo"], [0.4, 0.6])
     assert [r["algo"] for r in read_final([table], algos=["mappo"])] == ["mappo", "mappo"]
-    spec = importlib.util.spec_from_file_location("plot_curves_script3", ROOT / "examples/plot_curves.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _load_script("plot_curves")
     path = module.main([str(tmp_path / "merge"), "--final", str(table), "--out", str(tmp_path / "m.png"),
                         "--reps", "200"])
     out = capsys.readouterr().out
@@ -182,14 +183,6 @@ def test_final_evaluations_feed_the_bars_and_the_printed_table(tmp_path: Path,
     with pytest.raises(SystemExit):
         module.main([str(tmp_path / "merge"), "--final", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "n.png")])
     assert "no final-evaluation table at" in capsys.readouterr().err
-
-
-def _load_script(name: str) -> object:
-    spec = importlib.util.spec_from_file_location(name, ROOT / f"examples/{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_scoreboard_by_hand(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -234,7 +227,7 @@ def test_scoreboard_by_hand(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
                             if r["algo"] == "step"])
     module = _load_script("plot_scores")
     md = tmp_path / "scores.md"
-    path = module.main([str(tmp_path / "a"), str(tmp_path / "b"), "--labels", "", "beta=10",  # type: ignore[attr-defined]
+    path = module.main([str(tmp_path / "a"), str(tmp_path / "b"), "--labels", "", "beta=10",
                         "--out", str(tmp_path / "t.png"), "--reps", "200", "--markdown", str(md)])
     out = capsys.readouterr().out
     assert path.exists() and "| step beta=10 | 1,001 (s0) / 2,001 (s1) / 3,001 (s10) |" in out
@@ -247,7 +240,7 @@ def test_scoreboard_by_hand(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
         for seed, value in ((0, 10.0), (1, 20.0), (10, 30.0)):
             writer.writerow({"env": env, "algo": "step", "seed": seed, "checkpoint": "last.pt", "episodes": 20,
                              "eval_return": value, "avg_speed": "", "collision_rate": ""})
-    module.main([str(tmp_path / "a"), str(tmp_path / "b"), "--labels", "", "beta=10", "--final-evals",  # type: ignore[attr-defined]
+    module.main([str(tmp_path / "a"), str(tmp_path / "b"), "--labels", "", "beta=10", "--final-evals",
                  "--out", str(tmp_path / "t2.png"), "--reps", "200"])
     out = capsys.readouterr().out
     assert "| step beta=10 | 10.0 (s0) / 20.0 (s1) / 30.0 (s10) | 20.0 [" in out
@@ -258,10 +251,10 @@ def test_scoreboard_by_hand(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     np.testing.assert_allclose(mixed.values, [1000.0, 7.0, 3000.0])
     assert mixed.source == "mixed"
     # --min-steps leaves out happo's unfinished seed 1 (stopped at step 20).
-    module.main([str(tmp_path / "a"), "--min-steps", "30", "--out", str(tmp_path / "t3.png"),  # type: ignore[attr-defined]
+    module.main([str(tmp_path / "a"), "--min-steps", "30", "--out", str(tmp_path / "t3.png"),
                  "--reps", "200"])
     assert f"| {env} | happo | 50.0 (s0) | 50.0 | 30 | last training-time evaluation |" in capsys.readouterr().out
     for bad in (["--last", "0"], ["--reps", "10"], ["--min-steps", "40"]):
         with pytest.raises(SystemExit) as exc:
-            module.main([str(tmp_path / "a"), "--out", str(tmp_path / "u.png"), *bad])  # type: ignore[attr-defined]
+            module.main([str(tmp_path / "a"), "--out", str(tmp_path / "u.png"), *bad])
         assert exc.value.code == 2
