@@ -30,7 +30,8 @@ def main(argv: Sequence[str] | None = None) -> list[RunResult] | list[RunStatus]
           flush=True)
     try:
         results = launch(specs, args.out, workers=args.workers, ray_address=args.ray, resume=args.resume,
-                         show_progress=args.progress, subprocess_envs=args.subprocess_envs)
+                         show_progress=args.progress, subprocess_envs=args.subprocess_envs,
+                         missing_replay=args.missing_replay)
     except (LaunchError, RunError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None

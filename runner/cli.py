@@ -19,7 +19,7 @@ from typing import Any
 
 from runner.envs import EnvError, EnvRef, check_env, parse_env_kwargs
 from runner.presets import ALGOS, algo_config, config_options, overrides_for, preset_name
-from runner.run import RunSpec, chunk_unit
+from runner.run import MISSING_REPLAY_CHOICES, RunSpec, chunk_unit
 
 DESCRIPTION = """Train STEP and baselines on any PettingZoo ParallelEnv, with periodic greedy evaluation.
 
@@ -58,6 +58,7 @@ class TrainArgs:
     eval_every: int = 10_000
     eval_episodes: int = 10
     resume: bool = False
+    missing_replay: str = "fail"
     status: bool = False
     workers: int = 2
     ray: str | None = None
@@ -123,6 +124,11 @@ def build_train_parser() -> argparse.ArgumentParser:
                          "configuration differs); finished runs are skipped. A larger --steps "
                          "extends finished runs where the learner has no schedule over the "
                          "total (no --lr-decay)")
+    ex.add_argument("--missing-replay", choices=MISSING_REPLAY_CHOICES, default="fail",
+                    help="with --resume, for a MADDPG run whose saved replay buffer (replay-*.pkl, "
+                         "kept only on the machine that trained it) is gone: fail with a message, "
+                         "restart the run from step 0 (the same result as an uninterrupted run), or "
+                         "continue with an empty buffer (recorded in run.json) (default: fail)")
     ex.add_argument("--status", action="store_true",
                     help="train nothing: print where each run of this command stands (steps done, "
                          "last and best evaluation return, training time) and what is left")
@@ -177,6 +183,7 @@ def parse_train_args(argv: Sequence[str] | None = None) -> tuple[TrainArgs, list
         env=ns["env"], env_kwargs=env_kwargs, algos=list(dict.fromkeys(ns["algos"])), steps=ns["steps"],
         seeds=list(dict.fromkeys(ns["seeds"])), out=ns["out"], order=ns["order"], observation=ns["observation"],
         eval_every=ns["eval_every"], eval_episodes=ns["eval_episodes"], resume=ns["resume"],
+        missing_replay=ns["missing_replay"],
         status=ns["status"], workers=ns["workers"], ray=ns["ray"], subprocess_envs=ns["subprocess_envs"],
         progress=sys.stderr.isatty() if ns["progress"] is None else ns["progress"],
         overrides=overrides,

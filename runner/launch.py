@@ -32,7 +32,8 @@ class LaunchError(RuntimeError):
 
 
 def launch(specs: Sequence[RunSpec], out: Path | str, *, workers: int = 2, ray_address: str | None = None,
-           resume: bool = False, show_progress: bool = True, subprocess_envs: bool = False) -> list[RunResult]:
+           resume: bool = False, show_progress: bool = True, subprocess_envs: bool = False,
+           missing_replay: str = "fail") -> list[RunResult]:
     """Run every spec; returns their results in the order of ``specs``.
 
     Args:
@@ -46,6 +47,8 @@ def launch(specs: Sequence[RunSpec], out: Path | str, *, workers: int = 2, ray_a
         resume: continue runs from their checkpoints (see :func:`runner.run.run_one`).
         show_progress: progress bars (local runs only; Ray tasks print a line per evaluation).
         subprocess_envs: training envs in subprocesses.
+        missing_replay: what resuming does where a MADDPG run's replay buffer file is gone
+            (see :func:`runner.run.run_one`).
     """
     if workers < 1:
         raise ValueError(f"workers={workers!r} must be at least 1")
@@ -53,14 +56,14 @@ def launch(specs: Sequence[RunSpec], out: Path | str, *, workers: int = 2, ray_a
     out.mkdir(parents=True, exist_ok=True)
     if ray_address is not None:
         return _launch_ray(specs, out, workers=workers, address=ray_address, resume=resume,
-                           subprocess_envs=subprocess_envs)
+                           subprocess_envs=subprocess_envs, missing_replay=missing_replay)
     if workers == 1 or len(specs) == 1:
         results: list[RunResult | BaseException] = []
         with signals_interrupt():  # SIGTERM unwinds like Ctrl-C: the run closes its envs
             for spec in specs:
                 try:
                     results.append(run_one(spec, out, resume=resume, show_progress=show_progress,
-                                           subprocess_envs=subprocess_envs))
+                                           subprocess_envs=subprocess_envs, missing_replay=missing_replay))
                 except Exception as exc:  # report it with the others; keep going
                     results.append(exc)
         return _collect(specs, results)
@@ -75,7 +78,7 @@ def launch(specs: Sequence[RunSpec], out: Path | str, *, workers: int = 2, ray_a
         with signals_interrupt():
             futures: list[Future[RunResult]] = [
                 pool.submit(run_one, spec, out, resume=resume, show_progress=show_progress, position=i % slots,
-                            subprocess_envs=subprocess_envs)
+                            subprocess_envs=subprocess_envs, missing_replay=missing_replay)
                 for i, spec in enumerate(specs)
             ]
             results = []
@@ -116,7 +119,7 @@ def _collect(specs: Sequence[RunSpec], results: Sequence[RunResult | BaseExcepti
 
 
 def _launch_ray(specs: Sequence[RunSpec], out: Path, *, workers: int, address: str, resume: bool,
-                subprocess_envs: bool) -> list[RunResult]:
+                subprocess_envs: bool, missing_replay: str) -> list[RunResult]:
     try:
         import ray
     except ImportError as exc:
@@ -131,7 +134,8 @@ def _launch_ray(specs: Sequence[RunSpec], out: Path, *, workers: int, address: s
     (out / MARKER).write_text(token)
     task = ray.remote(num_cpus=1)(_ray_task)
     try:
-        refs = [task.remote(spec.to_dict(), str(out.resolve()), token, resume, subprocess_envs) for spec in specs]
+        refs = [task.remote(spec.to_dict(), str(out.resolve()), token, resume, subprocess_envs, missing_replay)
+                for spec in specs]
         results: list[RunResult | BaseException] = []
         for ref in refs:
             try:
@@ -144,7 +148,8 @@ def _launch_ray(specs: Sequence[RunSpec], out: Path, *, workers: int, address: s
     return _collect(specs, results)
 
 
-def _ray_task(spec: dict[str, Any], out: str, token: str, resume: bool, subprocess_envs: bool) -> dict[str, Any]:
+def _ray_task(spec: dict[str, Any], out: str, token: str, resume: bool, subprocess_envs: bool,
+              missing_replay: str) -> dict[str, Any]:
     """One run on a Ray worker (its node must see ``out``)."""
     import socket
 
@@ -155,5 +160,5 @@ def _ray_task(spec: dict[str, Any], out: str, token: str, resume: bool, subproce
             "be on a file system that every Ray node mounts at the same path"
         )
     result = run_one(RunSpec.from_dict(spec), out, resume=resume, show_progress=False,
-                     subprocess_envs=subprocess_envs)
+                     subprocess_envs=subprocess_envs, missing_replay=missing_replay)
     return asdict(result)

@@ -337,15 +337,22 @@ def run_status(spec: RunSpec, out: Path | str) -> RunStatus:
     env_steps = int(counters.get("env_steps", 0))
     best = counters.get("best_return")
     state = "differs" if diffs else "complete" if env_steps >= spec.steps else "in progress"
+    replay = counters.get("replay")
+    if state == "in progress" and replay is not None and not (run_dir / replay).exists():
+        diffs = [f"its replay buffer {replay} is missing: --resume needs --missing-replay restart or empty"]
     return RunStatus(algo=spec.algo, seed=spec.seed, steps=spec.steps, state=state, env_steps=env_steps,
                      last_return=counters.get("last_return"),
                      best_return=None if best is None or best == -math.inf else float(best),
                      wall_s=float(counters.get("wall_s", 0.0)), detail="; ".join(diffs))
 
 
+MISSING_REPLAY_CHOICES = ("fail", "restart", "empty")
+"""What ``--resume`` does when a MADDPG run's saved replay buffer is gone (:func:`run_one`)."""
+
+
 def run_one(spec: RunSpec, out: Path | str, *, resume: bool = False, show_progress: bool = True,
             position: int = 0, subprocess_envs: bool = False, log: Callable[[str], None] | None = None,
-            stop_after_evaluations: int | None = None) -> RunResult:
+            stop_after_evaluations: int | None = None, missing_replay: str = "fail") -> RunResult:
     """Train and evaluate one run (module docstring); returns its last evaluation.
 
     Args:
@@ -359,7 +366,16 @@ def run_one(spec: RunSpec, out: Path | str, *, resume: bool = False, show_progre
         log: called with one line per evaluation (default: print when there is no bar).
         stop_after_evaluations: stop (as if interrupted) after this many evaluations in this
             call; for tests of resuming.
+        missing_replay: when resuming a MADDPG run whose replay buffer file (``replay-*.pkl``,
+            not committed with the rest of a run directory) is gone: ``"fail"`` (a
+            :class:`RunError` that says so), ``"restart"`` (train the run again from step 0;
+            the result is the same as a run never interrupted) or ``"empty"`` (continue from
+            the saved learner with an empty replay buffer; the run is no longer the same as an
+            uninterrupted one, and ``run.json`` records the steps at which the buffer was lost
+            under ``replay_lost_at_steps``).
     """
+    if missing_replay not in MISSING_REPLAY_CHOICES:
+        raise ValueError(f"missing_replay={missing_replay!r}; expected one of {MISSING_REPLAY_CHOICES}")
     from torch.utils.tensorboard import SummaryWriter
     from tqdm import tqdm
 
@@ -396,6 +412,9 @@ def run_one(spec: RunSpec, out: Path | str, *, resume: bool = False, show_progre
         log(f"{spec.algo} seed {spec.seed}: already complete ({stored_state['env_steps']} steps)")
         return RunResult(env=spec.env_label, algo=spec.algo, seed=spec.seed, env_steps=stored_state["env_steps"],
                          eval_return=stored_state["last_return"], run_dir=str(run_dir))
+    if stored_state is not None and stored_state["replay"] is not None \
+            and not (run_dir / stored_state["replay"]).exists():
+        stored_state = _handle_missing_replay(stored_state, run_dir, spec_path, missing_replay)
     run_dir.mkdir(parents=True, exist_ok=True)
     if stored_state is None:  # a fresh start: forget rows of an attempt that saved no state
         drop_rows(curves, env=spec.env_label, algo=spec.algo, seed=spec.seed)
@@ -506,6 +525,37 @@ def _save_state(session: LearnerSession, counters: _Progress, spec: dict[str, An
     for old in run_dir.glob("replay-*.pkl"):
         if old.name != replay_name:
             old.unlink()
+
+
+def _handle_missing_replay(state: dict[str, Any], run_dir: Path, spec_path: Path,
+                           policy: str) -> dict[str, Any] | None:
+    """The resume state to continue from when its replay buffer file is gone (``run_one``'s
+    ``missing_replay``); None to start the run again from step 0."""
+    steps = int(state["env_steps"])
+    missing = run_dir / state["replay"]
+    if policy == "fail":
+        raise RunError(
+            f"cannot resume {run_dir} at step {steps}: its replay buffer {missing.name} is missing (replay "
+            "buffers stay on the machine that trained the run; they are not committed with the run "
+            "directory). Pass --missing-replay restart to train this run again from step 0, or "
+            "--missing-replay empty to continue with an empty replay buffer (recorded in run.json)")
+    if policy == "restart":
+        print(f"{run_dir}: replay buffer {missing.name} missing; training the run again from step 0",
+              file=sys.stderr, flush=True)
+        for path in sorted(run_dir.rglob("*"), reverse=True):  # files first, then the folders
+            path.rmdir() if path.is_dir() else path.unlink()
+        return None
+    print(f"{run_dir}: replay buffer {missing.name} missing; continuing at step {steps} with an empty one",
+          file=sys.stderr, flush=True)
+    record = json.loads(spec_path.read_text())
+    record["replay_lost_at_steps"] = [*record.get("replay_lost_at_steps", []), steps]
+    text = json.dumps(record, indent=2)
+
+    def write(path: Path) -> None:
+        path.write_text(text)
+
+    _atomic(write, spec_path)
+    return {**state, "replay": None}
 
 
 def _load_state(path: Path) -> dict[str, Any]:

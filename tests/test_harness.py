@@ -374,6 +374,55 @@ def test_interrupted_and_resumed_run_writes_the_same_rows(algo: str, env: str, e
     assert len(_rows(resumed)) == 4
 
 
+def test_resuming_without_the_replay_buffer_fails_restarts_or_continues_empty(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A MADDPG run whose replay file is gone (it is not committed): a clear error by default,
+    --missing-replay restart trains it again (rows as an uninterrupted run), empty continues
+    from the saved learner and records the loss in run.json."""
+    from runner.run import run_status
+
+    spec = _spec("maddpg", steps=600)
+    run_one(spec, tmp_path / "straight", show_progress=False)
+    straight_rows = _without_time(_rows(tmp_path / "straight"))
+    for policy in ("restart", "empty"):
+        out = tmp_path / policy
+        run_one(spec, out, show_progress=False, stop_after_evaluations=2)  # saved at 200
+        run_dir = spec.run_dir(out)
+        (replay,) = run_dir.glob("replay-*.pkl")
+        assert replay.name == "replay-200.pkl"
+        replay.unlink()
+        status = run_status(spec, out)
+        assert (status.state, status.env_steps) == ("in progress", 200)
+        assert "replay buffer replay-200.pkl is missing" in status.detail
+        with pytest.raises(RunError, match=r"at step 200: its replay buffer replay-200.pkl is missing.*"
+                                           r"--missing-replay restart.*--missing-replay empty"):
+            run_one(spec, out, show_progress=False, resume=True)
+        assert len(_rows(out)) == 2 and (run_dir / "state.pt").exists()  # the error lost nothing
+        with pytest.raises(ValueError, match="missing_replay='later'; expected one of"):
+            run_one(spec, out, show_progress=False, resume=True, missing_replay="later")
+        assert run_one(spec, out, show_progress=False, resume=True, missing_replay=policy).env_steps == 600
+        rows = _without_time(_rows(out))
+        record = json.loads((run_dir / "run.json").read_text())
+        assert [int(r["env_steps"]) for r in rows] == [0, 200, 400, 600]
+        if policy == "restart":
+            assert rows == straight_rows
+            assert "replay_lost_at_steps" not in record
+            assert "training the run again from step 0" in capsys.readouterr().err
+        else:
+            assert rows[:2] == straight_rows[:2] and rows[2:] != straight_rows[2:]
+            assert record["replay_lost_at_steps"] == [200]
+            assert "continuing at step 200 with an empty one" in capsys.readouterr().err
+
+
+def test_train_py_passes_missing_replay_through() -> None:
+    args, _ = parse_train_args(["--env", "matrix/penalty-v0", "--algo", "maddpg", "--steps", "600", "--out", "x",
+                                "--resume", "--missing-replay", "restart"])
+    assert args.missing_replay == "restart"
+    assert parse_train_args(["--env", "matrix/penalty-v0", "--steps", "600", "--out", "x"])[0].missing_replay == "fail"
+    with pytest.raises(SystemExit):
+        parse_train_args(["--env", "matrix/penalty-v0", "--steps", "600", "--out", "x", "--missing-replay", "later"])
+
+
 @pytest.mark.parametrize("algo", ["step", "maddpg"])
 def test_a_finished_run_extended_with_more_steps_equals_a_longer_run(algo: str, tmp_path: Path) -> None:
     """--resume with a larger --steps continues a finished run as if it had been started longer."""
