@@ -53,7 +53,7 @@ from agents.adapter import step_flags
 from agents.config import STEPConfig, Variant
 from agents.encoding import encode_joint_action, position_of
 from agents.gae import per_agent_gae
-from agents.model import MultiAgentActorCritic, PairInputs
+from agents.model import MultiAgentActorCritic, PairInputs, take_rows
 from agents.networks import MaskedDistribution, NLevelPolicy
 from agents.normalization import RunningMeanStd
 from agents.policy import STEPPolicy, batch_tensors
@@ -113,10 +113,11 @@ class PairBatch:
 
     def subset(self, idx: torch.Tensor) -> PairBatch:
         """The pairs ``idx`` (rows keep their meaning)."""
-        return PairBatch(inputs=None if self.inputs is None else self.inputs[idx], act=self.act[idx],
-                         row=self.row[idx], agent=self.agent[idx], priority=self.priority[idx],
-                         adv=self.adv[idx], ret=self.ret[idx], v_old=self.v_old[idx],
-                         logp_old=self.logp_old[idx], n_rows=self.n_rows, steps=self.steps)
+        return PairBatch(inputs=None if self.inputs is None else self.inputs[idx], act=take_rows(self.act, idx),
+                         row=take_rows(self.row, idx), agent=take_rows(self.agent, idx),
+                         priority=take_rows(self.priority, idx), adv=take_rows(self.adv, idx),
+                         ret=take_rows(self.ret, idx), v_old=take_rows(self.v_old, idx),
+                         logp_old=take_rows(self.logp_old, idx), n_rows=self.n_rows, steps=self.steps)
 
 
 @dataclass

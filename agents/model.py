@@ -419,7 +419,17 @@ class PairInputs:
     """None when no value is needed."""
 
     def __getitem__(self, idx: torch.Tensor) -> PairInputs:
-        return PairInputs(actor=self.actor[idx], critic=None if self.critic is None else self.critic[idx])
+        return PairInputs(actor=take_rows(self.actor, idx),
+                          critic=None if self.critic is None else take_rows(self.critic, idx))
+
+
+def take_rows(tensor: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``tensor[idx]`` for a 1-D index of rows; through ``index_select`` for long indices,
+    which is several times faster on the CPU than advanced indexing (a minibatch gather runs
+    at every gradient step)."""
+    if idx.ndim == 1 and idx.dtype == torch.long:
+        return tensor.index_select(0, idx)
+    return tensor[idx]
 
 
 def _small_head(net: nn.Sequential) -> None:
