@@ -36,7 +36,7 @@ def test_ray_rows_equal_local_rows(tmp_path: Path) -> None:
         from runner.launch import _ray_task
 
         bad = ray.remote(num_cpus=1)(_ray_task).remote(_specs()[0].to_dict(), str(tmp_path / "ray"), "token",
-                                                       False, False)
+                                                       False, False, "fail")
         with pytest.raises(ray.exceptions.RayTaskError, match="not visible on Ray node"):
             ray.get(bad)
     finally:
