@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     by_agent = JointStepEnv(env=envs.make(args.env), info_flags=False)
     game = by_agent.game
 
-    def agent_by_agent(actions: dict[str, Any]) -> None:
+    def agent_by_agent(actions: Mapping[str, Any]) -> None:
         for agent in list(game.current_order):
             game.step(actions[agent])
 

@@ -28,6 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
 from agents.adapter import EXTRA_COLUMNS  # noqa: E402
+from agents.config import STEPConfig  # noqa: E402
 from agents.policy import batch_tensors  # noqa: E402
 from agents.training import build_learner, learner_env_maker  # noqa: E402
 from runner.envs import EnvRef  # noqa: E402
@@ -55,6 +56,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     ref = EnvRef(args.env)
     config = algo_config(ref.family, "step", {})
+    if not isinstance(config, STEPConfig):
+        raise TypeError(f"the preset of {args.env} for STEP is a {type(config).__name__}, not a STEPConfig")
     make, _ = learner_env_maker(ref, config=config, order=None, observation="own")
     env = make()
     learner = build_learner(spec=env.spec_, config=config, env=env)

@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> None:
                   .model.parameters())
     for p in params:
         p.grad = torch.randn_like(p)
-    adam = {kind: torch.optim.Adam(params, lr=1e-12, eps=1e-5, **{kind: True}) for kind in ("foreach", "fused")}
+    adam = {"foreach": torch.optim.Adam(params, lr=1e-12, eps=1e-5, foreach=True),
+            "fused": torch.optim.Adam(params, lr=1e-12, eps=1e-5, fused=True)}
     x = torch.randn(200, 64)
     rows = [
         ("categorical sample (8 x 3)", "torch.multinomial", lambda: torch.multinomial(probs, 1, True),

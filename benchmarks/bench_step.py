@@ -34,7 +34,7 @@ from agents.spec import JointSpec  # noqa: E402
 from envs import matrix  # noqa: E402
 
 
-class FlatPenalty(gym.Env[np.ndarray, int]):
+class FlatPenalty(gym.Env[np.ndarray, np.int64]):
     """Penalty as one agent: action a = 3 * a_leader + a_follower, shared reward, 25 steps."""
 
     def __init__(self, k: float = -100.0, episode_length: int = 25) -> None:
@@ -49,7 +49,7 @@ class FlatPenalty(gym.Env[np.ndarray, int]):
         self.t = 0
         return np.ones(1, np.float32), {}
 
-    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+    def step(self, action: np.int64) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         self.t += 1
         reward = float(self.table[int(action) // 3, int(action) % 3])
         return np.ones(1, np.float32), reward, False, self.t >= self.episode_length, {}
@@ -81,7 +81,7 @@ def train_plain_ppo(config: STEPConfig, steps: int, seed: int) -> tuple[float, f
                gae_lambda=config.gae_lambda, max_grad_norm=config.max_grad_norm)
     venv = DummyVectorEnv([FlatPenalty for _ in range(config.n_envs)])
     venv.seed(seed)
-    collector = Collector(policy, venv, VectorReplayBuffer(config.steps_per_collect + config.n_envs, config.n_envs))
+    collector: Collector[Any] = Collector(policy, venv, VectorReplayBuffer(config.steps_per_collect + config.n_envs, config.n_envs))
     collector.reset()
     algo.run_training(OnPolicyTrainerParams(
         training_collector=collector, max_epochs=1, epoch_num_steps=steps,

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections import Counter
+from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
 
-def _timed(cls: type, name: str, key: str, totals: Counter[str]) -> Callable[[], None]:
+def _timed(cls: type, name: str, key: str, totals: defaultdict[str, float]) -> Callable[[], None]:
     """Wrap ``cls.name`` with a timer adding to ``totals[key]``; returns the undo."""
     original = getattr(cls, name)
 
@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     import envs
     from agents.adapter import JointStepEnv
     from agents.algorithm import STEPAlgorithm
+    from agents.config import STEPConfig
     from agents.policy import STEPPolicy
     from agents.training import TrainingSession
     from runner.presets import algo_config
@@ -65,12 +66,15 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
              "gradient updates": (STEPAlgorithm, "_update_with_batch")}
     results: dict[str, dict[str, float]] = {}
     for algo in args.algos:
-        session = TrainingSession(lambda: envs.make(args.env), config=algo_config(family, algo, {}),
+        config = algo_config(family, algo, {})
+        if not isinstance(config, STEPConfig):  # the choices of --algos are PPO-family learners
+            parser.error(f"--algos {algo}: expected one of step, mappo, ippo, happo")
+        session = TrainingSession(lambda: envs.make(args.env), config=config,
                                   total_steps=10 * args.steps, seed=args.seed)
         session.train_steps(session.steps_per_chunk_unit)  # warm-up
         unit = session.steps_per_chunk_unit
         steps = -(-args.steps // unit) * unit
-        totals: Counter[str] = Counter()
+        totals: defaultdict[str, float] = defaultdict(float)
         undo = [_timed(cls, name, key, totals) for key, (cls, name) in parts.items()]
         try:
             start = time.perf_counter()

@@ -56,6 +56,7 @@ import torch
 from pettingzoo.utils.conversions import parallel_to_aec
 from pettingzoo.utils.env import AECEnv
 from tianshou.algorithm import DQN
+from tianshou.algorithm.algorithm_base import OffPolicyAlgorithm
 from tianshou.algorithm.modelfree.dqn import DiscreteQLearningPolicy
 from tianshou.algorithm.multiagent.marl import MultiAgentOffPolicyAlgorithm
 from tianshou.algorithm.optim import AdamOptimizerFactory
@@ -232,7 +233,7 @@ def train_trial(setting: str, args: Args, seed: int) -> MultiAgentOffPolicyAlgor
 
     probe = make_env()
     n_agents = len(probe.agents)
-    algorithms = []
+    algorithms: list[OffPolicyAlgorithm[Any]] = []
     for _ in probe.agents:
         net = Net(state_shape=probe.observation_space.shape, action_shape=probe.action_space.n,
                   hidden_sizes=[args.hidden_size, args.hidden_size])
@@ -245,7 +246,7 @@ def train_trial(setting: str, args: Args, seed: int) -> MultiAgentOffPolicyAlgor
     algorithm = cls(algorithms=algorithms, env=probe)
     venv = DummyVectorEnv([make_env])
     venv.seed(seed)
-    collector = Collector(algorithm.policy, venv, VectorReplayBuffer(2 * n_agents * args.steps, 1),
+    collector: Collector[Any] = Collector(algorithm.policy, venv, VectorReplayBuffer(2 * n_agents * args.steps, 1),
                           exploration_noise=True)
     collector.reset()
     env_steps = n_agents * args.steps

@@ -36,7 +36,8 @@ def has_unique_backward_induction(payoffs: np.ndarray) -> bool:
 
     def solve(position: int, chosen: tuple[int, ...]) -> tuple[np.ndarray, bool]:
         if position == n:
-            return payoffs[(slice(None), *chosen)], True
+            every_agent: tuple[Any, ...] = (slice(None), *chosen)  # all agents' payoffs at `chosen`
+            return payoffs[every_agent], True
         outcomes = [solve(position + 1, (*chosen, a)) for a in range(payoffs.shape[1 + position])]
         if not all(unique for _, unique in outcomes):
             return outcomes[0][0], False
