@@ -25,6 +25,7 @@ from tianshou.trainer import OnPolicyTrainerParams
 
 from agents.adapter import JointStepEnv, has_state
 from agents.algorithm import STEPAlgorithm
+from agents.allocator import reuse_freed_memory
 from agents.config import STEPConfig, Variant
 from agents.lockstep_buffer import LockstepVectorReplayBuffer
 from agents.model import MultiAgentActorCritic
@@ -56,7 +57,11 @@ def build_learner(*, spec: JointSpec, config: STEPConfig, env: JointStepEnv | No
     """Model, policy and algorithm of ``config.variant`` for a game of shape ``spec``.
 
     ``env`` (optional) supplies the exact joint action and observation spaces to the policy.
+    Image games also make the process keep large freed memory blocks
+    (:func:`agents.allocator.reuse_freed_memory`): their batch tensors are hundreds of MB.
     """
+    if spec.is_image:
+        reuse_freed_memory()
     model = MultiAgentActorCritic(spec=spec, config=config)
     policy = STEPPolicy(
         model=model,

@@ -205,3 +205,41 @@ def test_an_image_state_is_left_out_of_the_critics() -> None:
         critics_read_state(STEPConfig(critic_state="always"), ScreenStateEnv())
     learner = train(ScreenStateEnv, config=STEPConfig(n_envs=1, steps_per_collect=8, epochs=1), total_steps=8, seed=0)
     assert learner.spec.state_dim == 0
+
+
+_ALLOCATE_TWICE = """
+import resource, sys
+import torch
+if sys.argv[1] == "raised":
+    from agents.allocator import reuse_freed_memory
+    assert reuse_freed_memory()
+faults = []
+for _ in range(6):  # 64 MB blocks, above glibc's largest dynamic mmap threshold
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    block = torch.ones(16 << 20)
+    del block
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(sum(faults[3:]))  # the last three (the heap settles within the first three)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self").exists(), reason="glibc's allocator on Linux")
+def test_image_learners_reuse_large_freed_blocks() -> None:
+    """Building a learner for an image game raises glibc's mmap threshold: a 64 MB block,
+    allocated and freed again and again, is soon reused without page faults (by default each
+    one is mapped anew and faults in all its 16,384 pages)."""
+    import subprocess
+    import sys
+
+    from agents import allocator
+
+    def faults(mode: str) -> int:
+        out = subprocess.run([sys.executable, "-c", _ALLOCATE_TWICE, mode], capture_output=True, text=True,
+                             check=True, cwd=Path(__file__).resolve().parents[1])
+        return int(out.stdout.strip())
+
+    assert faults("default") > 40_000  # every allocation mapped and faulted in anew
+    assert faults("raised") < 1_000
+    env = JointStepEnv(env=BrightHalfEnv(2))
+    build_learner(spec=env.joint_spec, config=STEPConfig(), env=env)
+    assert allocator._applied  # the image game set it in this process too
