@@ -505,10 +505,11 @@ def _save_state(session: LearnerSession, counters: _Progress, spec: dict[str, An
     if replay is not None:
         # A new file per boundary, named by step: state.pt names the one that matches it.
         replay_name = f"replay-{counters.env_steps}.pkl"
-        data = pickle.dumps(replay(), protocol=pickle.HIGHEST_PROTOCOL)
+        buffer = replay()
 
-        def write(path: Path) -> None:
-            path.write_bytes(data)
+        def write(path: Path) -> None:  # streamed: no second copy of a buffer of hundreds of MB
+            with open(path, "wb") as f:
+                pickle.dump(buffer, f, protocol=pickle.HIGHEST_PROTOCOL)
 
         _atomic(write, run_dir / replay_name)
     py_version, py_keys, py_gauss = random.getstate()
@@ -573,7 +574,8 @@ def _restore(session: LearnerSession, state: Mapping[str, Any], run_dir: Path) -
     session.set_generator_state(state["generator"])
     if state["replay"] is not None:
         # Our own file, written by _save_state in this run directory.
-        buffer = pickle.loads((run_dir / state["replay"]).read_bytes())
+        with open(run_dir / state["replay"], "rb") as f:
+            buffer = pickle.load(f)
         session.load_replay_buffer(buffer)  # type: ignore[attr-defined]
     py_version, py_keys, py_gauss = state["rng"]["python"]
     random.setstate((py_version, tuple(py_keys), py_gauss))
