@@ -39,6 +39,7 @@ import os
 import pickle
 import random
 import re
+import shutil
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -271,6 +272,16 @@ def _atomic(save: Callable[[Path], None], path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _write_record(record: Mapping[str, Any], path: Path) -> None:
+    """Rewrite a run's ``run.json`` atomically."""
+    text = json.dumps(record, indent=2)
+
+    def write(tmp: Path) -> None:
+        tmp.write_text(text)
+
+    _atomic(write, path)
+
+
 @dataclass
 class _Progress:
     """The counters of a run, saved with its state at every evaluation boundary."""
@@ -337,9 +348,9 @@ def run_status(spec: RunSpec, out: Path | str) -> RunStatus:
     env_steps = int(counters.get("env_steps", 0))
     best = counters.get("best_return")
     state = "differs" if diffs else "complete" if env_steps >= spec.steps else "in progress"
-    replay = counters.get("replay")
-    if state == "in progress" and replay is not None and not (run_dir / replay).exists():
-        diffs = [f"its replay buffer {replay} is missing: --resume needs --missing-replay restart or empty"]
+    if state == "in progress" and _replay_missing(counters, run_dir):
+        diffs = [f"its replay buffer {counters['replay']} is missing: --resume needs --missing-replay restart or "
+                 "empty"]
     return RunStatus(algo=spec.algo, seed=spec.seed, steps=spec.steps, state=state, env_steps=env_steps,
                      last_return=counters.get("last_return"),
                      best_return=None if best is None or best == -math.inf else float(best),
@@ -396,12 +407,7 @@ def run_one(spec: RunSpec, out: Path | str, *, resume: bool = False, show_progre
             record = json.loads(spec_path.read_text())
             record["spec"] = given
             record["extended_from_steps"] = [*record.get("extended_from_steps", []), int(stored["steps"])]
-            text = json.dumps(record, indent=2)
-
-            def write(path: Path) -> None:
-                path.write_text(text)
-
-            _atomic(write, spec_path)
+            _write_record(record, spec_path)
         elif diffs:
             raise RunError(f"cannot resume {run_dir}: its stored run differs from this command: " + "; ".join(diffs))
         if state_path.exists():
@@ -412,8 +418,7 @@ def run_one(spec: RunSpec, out: Path | str, *, resume: bool = False, show_progre
         log(f"{spec.algo} seed {spec.seed}: already complete ({stored_state['env_steps']} steps)")
         return RunResult(env=spec.env_label, algo=spec.algo, seed=spec.seed, env_steps=stored_state["env_steps"],
                          eval_return=stored_state["last_return"], run_dir=str(run_dir))
-    if stored_state is not None and stored_state["replay"] is not None \
-            and not (run_dir / stored_state["replay"]).exists():
+    if stored_state is not None and _replay_missing(stored_state, run_dir):
         stored_state = _handle_missing_replay(stored_state, run_dir, spec_path, missing_replay)
     run_dir.mkdir(parents=True, exist_ok=True)
     if stored_state is None:  # a fresh start: forget rows of an attempt that saved no state
@@ -528,6 +533,12 @@ def _save_state(session: LearnerSession, counters: _Progress, spec: dict[str, An
             old.unlink()
 
 
+def _replay_missing(state: Mapping[str, Any], run_dir: Path) -> bool:
+    """Whether the resume state names a replay buffer file that is not in ``run_dir``."""
+    replay = state.get("replay")
+    return replay is not None and not (run_dir / replay).exists()
+
+
 def _handle_missing_replay(state: dict[str, Any], run_dir: Path, spec_path: Path,
                            policy: str) -> dict[str, Any] | None:
     """The resume state to continue from when its replay buffer file is gone (``run_one``'s
@@ -543,19 +554,13 @@ def _handle_missing_replay(state: dict[str, Any], run_dir: Path, spec_path: Path
     if policy == "restart":
         print(f"{run_dir}: replay buffer {missing.name} missing; training the run again from step 0",
               file=sys.stderr, flush=True)
-        for path in sorted(run_dir.rglob("*"), reverse=True):  # files first, then the folders
-            path.rmdir() if path.is_dir() else path.unlink()
+        shutil.rmtree(run_dir)  # run_one starts it afresh
         return None
     print(f"{run_dir}: replay buffer {missing.name} missing; continuing at step {steps} with an empty one",
           file=sys.stderr, flush=True)
     record = json.loads(spec_path.read_text())
     record["replay_lost_at_steps"] = [*record.get("replay_lost_at_steps", []), steps]
-    text = json.dumps(record, indent=2)
-
-    def write(path: Path) -> None:
-        path.write_text(text)
-
-    _atomic(write, spec_path)
+    _write_record(record, spec_path)
     return {**state, "replay": None}
 
 
