@@ -64,6 +64,7 @@ from agents.adapter import ALIVE, EXTRA_COLUMNS, POSITION, PRESENT, JointStepEnv
 from agents.algorithm import (
     DistinctInputs,
     PairBatch,
+    STEPAlgorithm,
     STEPTrainingStats,
     _next_positions,
     _normalise_per_agent,
@@ -81,7 +82,7 @@ from agents.networks import NLevelPolicy
 from agents.normalization import RunningMeanStd
 from agents.policy import STEPPolicy, batch_tensors
 from agents.spec import JointSpec
-from agents.training import OrderArg, learner_env_maker, mean_over_agents, seed_everything
+from agents.training import Learner, OrderArg, learner_env_maker, mean_over_agents, seed_everything
 
 SUPPORTED_VARIANTS = (Variant.STEP, Variant.MAPPO, Variant.IPPO, Variant.HAPPO)
 
@@ -989,6 +990,43 @@ class PopulationSession:
         """K, the number of trials."""
         return self.population.size
 
+    def reset_envs(self, seeds: Sequence[Sequence[int]]) -> None:
+        """Re-seed every training environment and start new episodes: ``seeds[k]`` are trial
+        k's ``n_envs`` seeds (as :meth:`agents.training.TrainingSession.reset_envs` of its
+        single trial)."""
+        n_envs = self.config.n_envs
+        if len(seeds) != self.size or any(len(s) != n_envs for s in seeds):
+            raise ValueError(f"expected {self.size} lists of {n_envs} seeds (one per trial and env); got "
+                             f"{[len(s) for s in seeds]}")
+        self.venv.seed([int(s) for trial in seeds for s in trial])
+        self.collector.reset()
+
+    def state(self) -> dict[str, Any]:
+        """Everything the trials' learning continues from (plain containers of tensors): the
+        stacked parameters and value statistics, the Adam moments, the steps learned from, and
+        every trial's sampling and minibatch generators. Environments are not included: a
+        caller that saves this restarts them with :meth:`reset_envs`."""
+        algorithm = self.algorithm
+        return {
+            "algorithm": algorithm.state_dict(),
+            "adam": algorithm._adam.state_dict(),
+            "update_generators": [g.get_state() for g in algorithm._generators],
+            "sample_generators": [g.get_state() for g in self.policy.generators],
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Inverse of :meth:`state` (on a session built with the same seeds and config)."""
+        algorithm = self.algorithm
+        for name in ("update_generators", "sample_generators"):
+            if len(state[name]) != self.size:
+                raise ValueError(f"the saved state holds {len(state[name])} trials; this population has {self.size}")
+        algorithm.load_state_dict(dict(state["algorithm"]))
+        algorithm._adam.load_state_dict(state["adam"])
+        for generator, saved in zip(algorithm._generators, state["update_generators"], strict=True):
+            generator.set_state(saved)
+        for generator, saved in zip(self.policy.generators, state["sample_generators"], strict=True):
+            generator.set_state(saved)
+
     def train_steps(self, n_steps: int, *, logger: Any = None, show_progress: bool = False) -> None:
         """Collect and learn ``n_steps`` more joint environment steps per trial (rounded up to
         whole collects), with Tianshou's on-policy trainer."""
@@ -1015,6 +1053,16 @@ class PopulationSession:
     def model_of(self, k: int) -> MultiAgentActorCritic:
         """Trial k's trained model, as a stand-alone single-trial model."""
         return self.population.model_of(k)
+
+    def learner_of(self, k: int) -> Learner:
+        """Trial k as a stand-alone single-trial :class:`~agents.training.Learner` (a copy of
+        its model, a greedy policy, and an algorithm with fresh optimiser state): what
+        evaluation and :func:`agents.checkpoint.save_checkpoint` take."""
+        model = self.model_of(k)
+        policy = STEPPolicy(model=model, action_space=self.policy.action_space,
+                            observation_space=self.policy.observation_space)
+        algorithm = STEPAlgorithm(policy=policy, config=self.config)
+        return Learner(spec=self.spec, config=self.config, model=model, policy=policy, algorithm=algorithm)
 
     def close(self) -> None:
         """Close the environments."""

@@ -31,6 +31,7 @@ def main(argv: Sequence[str] | None = None) -> list[RunResult] | list[RunStatus]
     try:
         results = launch(specs, args.out, workers=args.workers, ray_address=args.ray, resume=args.resume,
                          show_progress=args.progress, subprocess_envs=args.subprocess_envs,
+                         population=args.population,
                          missing_replay=args.missing_replay)
     except (LaunchError, RunError) as exc:
         print(f"error: {exc}", file=sys.stderr)

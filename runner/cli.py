@@ -63,6 +63,7 @@ class TrainArgs:
     workers: int = 2
     ray: str | None = None
     subprocess_envs: bool = False
+    population: int = 1
     progress: bool = True
     overrides: dict[str, Any] = field(default_factory=dict)
     """Configuration fields set on the command line."""
@@ -138,6 +139,14 @@ def build_train_parser() -> argparse.ArgumentParser:
     ex.add_argument("--ray", default=None, metavar="ADDRESS",
                     help="run on Ray: 'local' starts a local instance, otherwise the address of a "
                          "cluster (e.g. auto, ray://head:10001); OUT must be visible from every node")
+    ex.add_argument("--population", type=_positive_int, default=1, metavar="K",
+                    help="train the seeds of each algorithm together in populations of up to K "
+                         "(stacked networks, one process; each seed still independent and equal to "
+                         "its single run up to float rounding). Pays for small networks whose steps "
+                         "cost mostly Python overhead, such as the matrix games; applies to step, "
+                         "mappo, ippo and happo with Discrete actions, every agent acting in every "
+                         "step, and no observation normalisation or reward scaling (others run one "
+                         "seed at a time). Resume with the same --seeds and --population (default: 1)")
     ex.add_argument("--subprocess-envs", action="store_true",
                     help="step each run's training envs in subprocesses (SubprocVectorEnv)")
     ex.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
@@ -185,6 +194,7 @@ def parse_train_args(argv: Sequence[str] | None = None) -> tuple[TrainArgs, list
         eval_every=ns["eval_every"], eval_episodes=ns["eval_episodes"], resume=ns["resume"],
         missing_replay=ns["missing_replay"],
         status=ns["status"], workers=ns["workers"], ray=ns["ray"], subprocess_envs=ns["subprocess_envs"],
+        population=ns["population"],
         progress=sys.stderr.isatty() if ns["progress"] is None else ns["progress"],
         overrides=overrides,
     )

@@ -8,6 +8,10 @@ shared file system, or a single machine): each Ray task first checks a marker fi
 driver wrote there, and fails with a message saying so if it cannot read it. The package must
 be installed on every node (``pip install 'stmg-step[ray]'`` and the env extras).
 
+With ``population`` K > 1, the seeds of each algorithm are trained in populations of up to K
+(:mod:`runner.population_run`) where the learner supports it; a population is one job on one
+worker.
+
 A run that fails does not stop the others; :class:`LaunchError` lists every failure at the end.
 """
 
@@ -22,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.journal import signals_interrupt, worker_ignores_interrupts
+from runner.population_run import population_groups, run_population
 from runner.run import RunResult, RunSpec, run_one
 
 MARKER = ".stmg-harness"
@@ -33,7 +38,7 @@ class LaunchError(RuntimeError):
 
 def launch(specs: Sequence[RunSpec], out: Path | str, *, workers: int = 2, ray_address: str | None = None,
            resume: bool = False, show_progress: bool = True, subprocess_envs: bool = False,
-           missing_replay: str = "fail") -> list[RunResult]:
+           missing_replay: str = "fail", population: int = 1) -> list[RunResult]:
     """Run every spec; returns their results in the order of ``specs``.
 
     Args:
@@ -49,25 +54,28 @@ def launch(specs: Sequence[RunSpec], out: Path | str, *, workers: int = 2, ray_a
         subprocess_envs: training envs in subprocesses.
         missing_replay: what resuming does where a MADDPG run's replay buffer file is gone
             (see :func:`runner.run.run_one`).
+        population: train the seeds of each algorithm in populations of up to this many
+            (:func:`runner.population_run.population_groups`); 1: every run on its own.
     """
     if workers < 1:
         raise ValueError(f"workers={workers!r} must be at least 1")
+    jobs = population_groups(specs, population)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if ray_address is not None:
-        return _launch_ray(specs, out, workers=workers, address=ray_address, resume=resume,
+        return _launch_ray(specs, jobs, out, workers=workers, address=ray_address, resume=resume,
                            subprocess_envs=subprocess_envs, missing_replay=missing_replay)
-    if workers == 1 or len(specs) == 1:
-        results: list[RunResult | BaseException] = []
+    if workers == 1 or len(jobs) == 1:
+        results: list[list[RunResult] | BaseException] = []
         with signals_interrupt():  # SIGTERM unwinds like Ctrl-C: the run closes its envs
-            for spec in specs:
+            for job in jobs:
                 try:
-                    results.append(run_one(spec, out, resume=resume, show_progress=show_progress,
+                    results.append(run_job(job, out, resume=resume, show_progress=show_progress,
                                            subprocess_envs=subprocess_envs, missing_replay=missing_replay))
                 except Exception as exc:  # report it with the others; keep going
                     results.append(exc)
-        return _collect(specs, results)
-    slots = min(workers, len(specs))
+        return _collect(specs, jobs, results)
+    slots = min(workers, len(jobs))
     # spawn: a clean interpreter per worker (forking a process that has torch's thread pools
     # and Tianshou loaded is fragile). Workers ignore Ctrl-C and die on SIGTERM; the parent
     # turns both into Interrupted and kills them, so that none outlives the launch and keeps
@@ -76,10 +84,10 @@ def launch(specs: Sequence[RunSpec], out: Path | str, *, workers: int = 2, ray_a
                                initializer=worker_ignores_interrupts)
     try:
         with signals_interrupt():
-            futures: list[Future[RunResult]] = [
-                pool.submit(run_one, spec, out, resume=resume, show_progress=show_progress, position=i % slots,
+            futures: list[Future[list[RunResult]]] = [
+                pool.submit(run_job, job, out, resume=resume, show_progress=show_progress, position=i % slots,
                             subprocess_envs=subprocess_envs, missing_replay=missing_replay)
-                for i, spec in enumerate(specs)
+                for i, job in enumerate(jobs)
             ]
             results = []
             for future in futures:
@@ -93,7 +101,17 @@ def launch(specs: Sequence[RunSpec], out: Path | str, *, workers: int = 2, ray_a
         _kill_workers(pool)
         raise
     pool.shutdown(wait=True)
-    return _collect(specs, results)
+    return _collect(specs, jobs, results)
+
+
+def run_job(job: Sequence[RunSpec], out: Path | str, *, resume: bool, show_progress: bool, position: int = 0,
+            subprocess_envs: bool = False, missing_replay: str = "fail") -> list[RunResult]:
+    """One job of a launch: a single run (:func:`runner.run.run_one`) or a population
+    (:func:`runner.population_run.run_population`)."""
+    if len(job) == 1:
+        return [run_one(job[0], out, resume=resume, show_progress=show_progress, position=position,
+                        subprocess_envs=subprocess_envs, missing_replay=missing_replay)]
+    return run_population(job, out, resume=resume, show_progress=show_progress, position=position)
 
 
 def _kill_workers(pool: ProcessPoolExecutor) -> None:
@@ -110,16 +128,20 @@ def _kill_workers(pool: ProcessPoolExecutor) -> None:
         process.join(timeout=10)
 
 
-def _collect(specs: Sequence[RunSpec], results: Sequence[RunResult | BaseException]) -> list[RunResult]:
+def _collect(specs: Sequence[RunSpec], jobs: Sequence[Sequence[RunSpec]],
+             results: Sequence[list[RunResult] | BaseException]) -> list[RunResult]:
+    """The results of every run, in the order of ``specs``; or a :class:`LaunchError` listing
+    every failed run."""
     failures = [f"{s.env_label} {s.algo} seed {s.seed}: {type(r).__name__}: {r}"
-                for s, r in zip(specs, results, strict=True) if isinstance(r, BaseException)]
+                for job, r in zip(jobs, results, strict=True) if isinstance(r, BaseException) for s in job]
     if failures:
         raise LaunchError(f"{len(failures)} of {len(specs)} runs failed:\n  " + "\n  ".join(failures))
-    return [r for r in results if isinstance(r, RunResult)]
+    by_run = {(r.algo, r.seed): r for result in results if not isinstance(result, BaseException) for r in result}
+    return [by_run[(s.algo, s.seed)] for s in specs]
 
 
-def _launch_ray(specs: Sequence[RunSpec], out: Path, *, workers: int, address: str, resume: bool,
-                subprocess_envs: bool, missing_replay: str) -> list[RunResult]:
+def _launch_ray(specs: Sequence[RunSpec], jobs: Sequence[Sequence[RunSpec]], out: Path, *, workers: int,
+                address: str, resume: bool, subprocess_envs: bool, missing_replay: str) -> list[RunResult]:
     try:
         import ray
     except ImportError as exc:
@@ -134,23 +156,24 @@ def _launch_ray(specs: Sequence[RunSpec], out: Path, *, workers: int, address: s
     (out / MARKER).write_text(token)
     task = ray.remote(num_cpus=1)(_ray_task)
     try:
-        refs = [task.remote(spec.to_dict(), str(out.resolve()), token, resume, subprocess_envs, missing_replay)
-                for spec in specs]
-        results: list[RunResult | BaseException] = []
+        refs = [task.remote([spec.to_dict() for spec in job], str(out.resolve()), token, resume, subprocess_envs,
+                            missing_replay)
+                for job in jobs]
+        results: list[list[RunResult] | BaseException] = []
         for ref in refs:
             try:
-                results.append(RunResult(**ray.get(ref)))
+                results.append([RunResult(**r) for r in ray.get(ref)])
             except Exception as exc:  # ray.exceptions.RayTaskError wraps the task's error
                 results.append(exc)
     finally:
         if started_here:
             ray.shutdown()
-    return _collect(specs, results)
+    return _collect(specs, jobs, results)
 
 
-def _ray_task(spec: dict[str, Any], out: str, token: str, resume: bool, subprocess_envs: bool,
-              missing_replay: str) -> dict[str, Any]:
-    """One run on a Ray worker (its node must see ``out``)."""
+def _ray_task(job: list[dict[str, Any]], out: str, token: str, resume: bool, subprocess_envs: bool,
+              missing_replay: str) -> list[dict[str, Any]]:
+    """One job (a run, or a population) on a Ray worker (its node must see ``out``)."""
     import socket
 
     marker = Path(out) / MARKER
@@ -159,6 +182,6 @@ def _ray_task(spec: dict[str, Any], out: str, token: str, resume: bool, subproce
             f"output directory {out} is not visible on Ray node {socket.gethostname()}: --out must "
             "be on a file system that every Ray node mounts at the same path"
         )
-    result = run_one(RunSpec.from_dict(spec), out, resume=resume, show_progress=False,
-                     subprocess_envs=subprocess_envs, missing_replay=missing_replay)
-    return asdict(result)
+    results = run_job([RunSpec.from_dict(spec) for spec in job], out, resume=resume, show_progress=False,
+                      subprocess_envs=subprocess_envs, missing_replay=missing_replay)
+    return [asdict(result) for result in results]

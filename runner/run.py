@@ -335,7 +335,12 @@ def run_status(spec: RunSpec, out: Path | str) -> RunStatus:
     if not spec_path.exists():
         return RunStatus(algo=spec.algo, seed=spec.seed, steps=spec.steps, state="not started", env_steps=0,
                          last_return=None, best_return=None, wall_s=0.0)
-    stored = json.loads(spec_path.read_text())["spec"]
+    record = json.loads(spec_path.read_text())
+    if "population" in record:
+        from runner.population_run import population_member_status
+
+        return population_member_status(spec, Path(out), record)
+    stored = record["spec"]
     given = spec.to_dict()
     defaults = _config_defaults(spec.algo)
     diffs = spec_differences({**stored, "steps": spec.steps}, given, defaults)  # --steps may extend it
@@ -397,9 +402,14 @@ def run_one(spec: RunSpec, out: Path | str, *, resume: bool = False, show_progre
     given = spec.to_dict()
     stored_state: dict[str, Any] | None = None
     if spec_path.exists():
-        stored = json.loads(spec_path.read_text())["spec"]
+        record = json.loads(spec_path.read_text())
+        stored = record["spec"]
         if not resume:
             raise RunError(f"{run_dir} already holds a run; pass --resume to continue it, or choose another --out")
+        if "population" in record:
+            raise RunError(f"cannot resume {run_dir} alone: seed {spec.seed} was trained in population "
+                           f"{record['population']['name']}; resume it with the --seeds and --population it was "
+                           "started with")
         defaults = _config_defaults(spec.algo)
         diffs = spec_differences(stored, given, defaults)
         if diffs and not spec_differences({**stored, "steps": spec.steps}, given, defaults):  # only --steps
