@@ -4,6 +4,7 @@ estimate of the default ``examples/reproduce_matrix.py`` run.
     python benchmarks/bench_population.py                  # 100 trials, estimate with K = 50
     python benchmarks/bench_population.py --trials 20 --no-estimate
     python benchmarks/bench_population.py --scripts        # also time the two script commands
+    python benchmarks/bench_population.py --harness 10 --no-estimate --trials 10 --single 1
 
 Everything is measured in this process, one thing after another, after a warm-up that pays
 the one-time costs (imports, numba compilation of Tianshou's buffer code): the times are
@@ -22,6 +23,10 @@ ratios of the same machine in the same state (other load included).
 ``--scripts`` also runs ``train_matrix.py --trials 1`` and ``train_matrix.py --trials 100
 --population 100 --workers 1`` as subprocesses, one after the other: the wall time of one trial
 of the same script, process start and warm-up (about 10 s here) included in both.
+
+``--harness N`` times the experiment harness: ``examples/train.py`` with N seeds of STEP on
+Penalty (``--steps`` each, an evaluation every 2,000 steps, ``--workers 1``), once seed by seed
+and once with ``--population N``, as subprocesses, and checks that both wrote the same rows.
 """
 
 from __future__ import annotations
@@ -79,7 +84,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--estimate-k", type=int, default=50, help="population size of the reproduction estimate")
     parser.add_argument("--no-estimate", action="store_true", help="skip the reproduction estimate")
     parser.add_argument("--scripts", action="store_true", help="also time the train_matrix.py commands")
+    parser.add_argument("--harness", type=int, default=0, metavar="N",
+                        help="also time examples/train.py with N seeds, alone and with --population N")
     args = parser.parse_args(argv)
+    if args.harness < 0:
+        parser.error(f"--harness must be >= 0, got {args.harness}")
     for name in ("trials", "single", "steps", "estimate_k"):
         if getattr(args, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
@@ -135,6 +144,36 @@ def main(argv: list[str] | None = None) -> None:
         for label, wall in walls.items():
             print(f"  {label:44} {wall:7.2f} s")
         print(f"  ratio {many_script / one_script:.2f} (target <= 10)")
+
+    if args.harness:
+        _time_harness(args.harness, args.steps)
+
+
+def _time_harness(seeds: int, steps: int) -> None:
+    """examples/train.py, N seeds one by one against one population of N (module docstring)."""
+    import csv
+    import tempfile
+
+    script = str(ROOT / "examples" / "train.py")
+    common = ["--env", "matrix/penalty-v0", "--algo", "step", "--steps", str(steps), "--eval-every", "2000",
+              "--seeds", *[str(s) for s in range(seeds)], "--workers", "1", "--no-progress"]
+    walls, rows = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, extra in {"seed by seed": [], f"--population {seeds}": ["--population", str(seeds)]}.items():
+            out = Path(tmp) / label.replace(" ", "_")
+            start = time.perf_counter()
+            subprocess.run([sys.executable, script, *common, *extra, "--out", str(out)], check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            walls[label] = time.perf_counter() - start
+            with open(out / "curves.csv", newline="") as f:
+                rows[label] = sorted((r["seed"], int(r["env_steps"]), r["eval_return"]) for r in csv.DictReader(f))
+    print(f"\nexamples/train.py, STEP on Penalty, {seeds} seeds x {steps} steps, --workers 1 "
+          "(process start included):")
+    for label, wall in walls.items():
+        print(f"  {label:20} {wall:7.2f} s")
+    alone, together = walls.values()
+    same = len(set(map(tuple, rows.values()))) == 1
+    print(f"  speed-up {alone / together:.2f}x; the same rows: {'yes' if same else 'NO'}")
 
 
 if __name__ == "__main__":
