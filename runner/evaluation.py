@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -175,53 +175,125 @@ class Evaluator:
     def evaluate(self, policy: Any) -> EvalResult:
         """Greedy episodes of ``policy`` (a Tianshou ``Policy`` acting on adapter observations,
         used outside a training step, where STEP and MADDPG act greedily)."""
+        with preserved_rng():
+            play = self.play()
+            obs = next(play)
+            while True:
+                act = policy.map_action(policy(Batch(obs=obs, info=Batch())).act)
+                try:
+                    obs = play.send(act)
+                except StopIteration as done:
+                    tally: _Tally = done.value
+                    break
+        return tally.result(uses_prior_actions=_uses_prior_actions(policy), observation=self.observation)
+
+    def play(self) -> Generator[np.ndarray, np.ndarray, _Tally]:
+        """The evaluation episodes as a generator: it yields the stacked observations (B, n,
+        width) of the episodes still running, is sent the env actions for them, and returns the
+        tally of every episode (:meth:`evaluate` drives it with one policy; a population drives
+        its members' generators together)."""
         n = self.envs[0].joint_spec.n_agents
         episodes = len(self.seeds)
-        returns = np.zeros((episodes, n))
-        took_part = np.zeros((episodes, n), bool)
-        lengths = np.zeros(episodes, np.int64)
-        speed_sum, speed_count = np.zeros(episodes), np.zeros(episodes, np.int64)
-        crashed = np.zeros(episodes, bool)
-        reports_speed = reports_crash = False
-        common_knowledge = True
-        with preserved_rng():
-            for start in range(0, episodes, len(self.envs)):
-                wave = list(range(start, min(start + len(self.envs), episodes)))
-                obs = {j: self.envs[j - start].reset(seed=self.seeds[j])[0] for j in wave}
-                active = list(wave)
-                while active:
-                    stacked = np.stack([obs[j] for j in active])  # (B, n, d + 3)
-                    common_knowledge = common_knowledge and _identical_inputs(stacked)
-                    act = policy.map_action(policy(Batch(obs=stacked, info=Batch())).act)
-                    still = []
-                    for i, j in enumerate(active):
-                        env = self.envs[j - start]
-                        took_part[j] |= obs[j][:, ALIVE] > 0.5
-                        obs[j], reward, terminated, truncated, _ = env.step(act[i])
-                        returns[j] += reward
-                        lengths[j] += 1
-                        infos = env.game.parallel_env.last_infos
-                        for info in infos.values():
-                            if "speed" in info:
-                                reports_speed = True
-                                speed_sum[j] += float(info["speed"])
-                                speed_count[j] += 1
-                            if "crashed" in info:
-                                reports_crash = True
-                                crashed[j] |= bool(info["crashed"])
-                        if lengths[j] > self.max_steps:
-                            raise RuntimeError(f"an evaluation episode ran past {self.max_steps} steps")
-                        if not (terminated or truncated):
-                            still.append(j)
-                    active = still
-        agent_returns = np.where(took_part, returns, np.nan)
+        tally = _Tally(n, episodes)
+        for start in range(0, episodes, len(self.envs)):
+            wave = list(range(start, min(start + len(self.envs), episodes)))
+            obs = {j: self.envs[j - start].reset(seed=self.seeds[j])[0] for j in wave}
+            active = list(wave)
+            while active:
+                stacked = np.stack([obs[j] for j in active])  # (B, n, d + 3)
+                tally.common_knowledge = tally.common_knowledge and _identical_inputs(stacked)
+                act = yield stacked
+                still = []
+                for i, j in enumerate(active):
+                    env = self.envs[j - start]
+                    tally.took_part[j] |= obs[j][:, ALIVE] > 0.5
+                    obs[j], reward, terminated, truncated, _ = env.step(act[i])
+                    tally.returns[j] += reward
+                    tally.lengths[j] += 1
+                    tally.add_infos(j, env.game.parallel_env.last_infos)
+                    if tally.lengths[j] > self.max_steps:
+                        raise RuntimeError(f"an evaluation episode ran past {self.max_steps} steps")
+                    if not (terminated or truncated):
+                        still.append(j)
+                active = still
+        return tally
+
+
+def _uses_prior_actions(policy: Any) -> bool:
+    """Whether a policy's agents read their superiors' actions (STEP)."""
+    model = getattr(policy, "model", None)
+    if model is None:  # a population's policy
+        model = getattr(getattr(policy, "population", None), "template", None)
+    return bool(getattr(model, "uses_prior_actions", False))
+
+
+class _Tally:
+    """What an evaluation counts per episode, turned into an :class:`EvalResult` at the end."""
+
+    def __init__(self, n_agents: int, episodes: int) -> None:
+        self.returns = np.zeros((episodes, n_agents))
+        self.took_part = np.zeros((episodes, n_agents), bool)
+        self.lengths = np.zeros(episodes, np.int64)
+        self.speed_sum, self.speed_count = np.zeros(episodes), np.zeros(episodes, np.int64)
+        self.crashed = np.zeros(episodes, bool)
+        self.reports_speed = self.reports_crash = False
+        self.common_knowledge = True
+
+    def add_infos(self, episode: int, infos: dict[str, dict[str, Any]]) -> None:
+        """Speeds and crashes from one step's infos."""
+        for info in infos.values():
+            if "speed" in info:
+                self.reports_speed = True
+                self.speed_sum[episode] += float(info["speed"])
+                self.speed_count[episode] += 1
+            if "crashed" in info:
+                self.reports_crash = True
+                self.crashed[episode] |= bool(info["crashed"])
+
+    def result(self, *, uses_prior_actions: bool, observation: str) -> EvalResult:
+        agent_returns = np.where(self.took_part, self.returns, np.nan)
         with np.errstate(invalid="ignore", divide="ignore"):
-            speeds = speed_sum / speed_count if reports_speed else None
-        decentralized = (not getattr(getattr(policy, "model", None), "uses_prior_actions", False)
-                         or self.observation == "state" or common_knowledge)
-        return EvalResult(agent_returns=agent_returns, lengths=lengths, speeds=speeds,
-                          crashed=crashed if reports_crash else None,
+            speeds = self.speed_sum / self.speed_count if self.reports_speed else None
+        decentralized = not uses_prior_actions or observation == "state" or self.common_knowledge
+        return EvalResult(agent_returns=agent_returns, lengths=self.lengths, speeds=speeds,
+                          crashed=self.crashed if self.reports_crash else None,
                           execution="decentralized" if decentralized else "communicated")
+
+
+def evaluate_together(evaluators: Sequence[Evaluator], policy: Any,
+                      member_policy: Callable[[int], Any]) -> list[EvalResult]:
+    """Evaluate the K members of a population, evaluator k playing member k, with one call of
+    the population's ``policy`` per step for all members (its input: every member's stacked
+    observations, member k's rows k*B .. (k+1)*B - 1). Where the members' episodes do not run
+    in lockstep (different numbers of running episodes, or the population policy refuses a
+    step whose structure differs between members), every member is evaluated on its own with
+    ``member_policy(k)`` instead. Greedy actions are the same either way, up to float rounding
+    of the batched forward pass."""
+    k = len(evaluators)
+    with preserved_rng():
+        plays = [evaluator.play() for evaluator in evaluators]
+        obs = [next(play) for play in plays]
+        tallies: list[_Tally | None] = [None] * k
+        while all(t is None for t in tallies):
+            if len({o.shape for o in obs}) != 1:
+                break
+            try:
+                act = policy.map_action(policy(Batch(obs=np.concatenate(obs), info=Batch())).act)
+            except ValueError:  # structures differ between members
+                break
+            rows = len(obs[0])
+            for m, play in enumerate(plays):
+                try:
+                    obs[m] = play.send(act[m * rows:(m + 1) * rows])
+                except StopIteration as done:
+                    tallies[m] = done.value
+        else:
+            if all(t is not None for t in tallies):
+                return [t.result(uses_prior_actions=_uses_prior_actions(policy), observation=e.observation)
+                        for t, e in zip(tallies, evaluators, strict=True) if t is not None]
+    for play in plays:
+        play.close()
+    return [evaluator.evaluate(member_policy(m)) for m, evaluator in enumerate(evaluators)]
 
 
 def _identical_inputs(obs: np.ndarray) -> bool:

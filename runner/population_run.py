@@ -39,7 +39,7 @@ import torch
 from agents.checkpoint import save_checkpoint
 from agents.config import STEPConfig
 from runner.curves import append_row, drop_rows
-from runner.evaluation import Evaluator, chunk_seeds
+from runner.evaluation import Evaluator, chunk_seeds, evaluate_together
 from runner.learners import numpy_rng_state, set_numpy_rng_state
 from runner.run import (
     RunError,
@@ -266,9 +266,10 @@ def run_population(specs: Sequence[RunSpec], out: Path | str, *, resume: bool = 
     def boundary() -> None:
         counters.wall_s = time.perf_counter() - started
         step = counters.env_steps
-        for k, (spec, evaluator, writer) in enumerate(zip(specs, evaluators, writers, strict=True)):
+        results = evaluate_together(evaluators, session.policy, lambda k: session.learner_of(k).policy)
+        for k, (spec, result, writer) in enumerate(zip(specs, results, writers, strict=True)):
             learner = session.learner_of(k)
-            metrics = evaluator.evaluate(learner.policy).metrics()
+            metrics = result.metrics()
             append_row(curves, {"env": spec.env_label, "algo": spec.algo, "seed": spec.seed, "env_steps": step,
                                 "wall_s": round(counters.wall_s, 3), **metrics,
                                 "gradient_steps": counters.gradient_steps})

@@ -137,3 +137,31 @@ def test_train_py_population_option(tmp_path: Path, capsys: pytest.CaptureFixtur
         train.main([*argv, "--population", "0"])
     assert exit_info.value.code == 2
     assert "argument --population: '0' is not a positive integer" in capsys.readouterr().err
+
+
+def test_members_evaluated_together_score_as_when_evaluated_alone() -> None:
+    from agents.population import PopulationSession
+    from runner.evaluation import Evaluator, evaluate_together
+
+    spec = _spec("step", seed=0)
+    session = PopulationSession(spec.env_ref, config=spec.algo_config(), total_steps=200, seeds=[0, 1, 2])
+    try:
+        session.train_steps(200)  # members that differ
+        asked: list[int] = []
+
+        def member_policy(k: int) -> Any:
+            asked.append(k)
+            return session.learner_of(k).policy
+
+        for episodes in ([3, 3, 3], [3, 2, 3]):  # lockstep; then one member with fewer episodes
+            evaluators = [Evaluator(spec.env_ref, episodes=e, seed=s) for e, s in zip(episodes, (0, 1, 2), strict=True)]
+            alone = [e.evaluate(session.learner_of(k).policy).metrics() for k, e in enumerate(evaluators)]
+            asked.clear()
+            together = [r.metrics() for r in evaluate_together(evaluators, session.policy, member_policy)]
+            assert together == alone
+            # Lockstep: one population call per step, no member policy; else each member alone.
+            assert asked == ([] if episodes == [3, 3, 3] else [0, 1, 2])
+            for evaluator in evaluators:
+                evaluator.close()
+    finally:
+        session.close()
