@@ -39,6 +39,8 @@ examples:
       --algo step --steps 10000 --eval-every 1000 --out runs/penalty --lr 1e-3
   python examples/train.py --env pettingzoo.classic.rps_v2:parallel_env --env-kwargs max_cycles=20 \\
       --algo step --steps 20000 --out runs/rps
+  python examples/train.py --env matrix/penalty-v0 --algo step mappo --steps 10000 \\
+      --eval-every 2000 --seeds $(seq 0 99) --population 50 --out runs/penalty-100-seeds
   python examples/train.py ... --resume         # continue every run from its last checkpoint
 """
 
