@@ -52,6 +52,7 @@ from runner.run import (
     _HookLogger,
     _versions,
     _write_record,
+    run_status,
     spec_differences,
 )
 
@@ -197,6 +198,12 @@ def run_population(specs: Sequence[RunSpec], out: Path | str, *, resume: bool = 
     pop_dir = population_dir(specs, out)
     state_path = pop_dir / "state.pt"
     defaults = _config_defaults(first.algo)
+    if resume:  # finished runs are skipped, however they were trained
+        statuses = [run_status(spec, out) for spec in specs]
+        if all(st.state == "complete" for st in statuses):
+            return [RunResult(env=s.env_label, algo=s.algo, seed=s.seed, env_steps=st.env_steps,
+                              eval_return=st.last_return, run_dir=str(s.run_dir(out)))
+                    for s, st in zip(specs, statuses, strict=True)]
     for spec in specs:
         spec_path = spec.run_dir(out) / "run.json"
         if not spec_path.exists():

@@ -407,6 +407,12 @@ def run_one(spec: RunSpec, out: Path | str, *, resume: bool = False, show_progre
         if not resume:
             raise RunError(f"{run_dir} already holds a run; pass --resume to continue it, or choose another --out")
         if "population" in record:
+            from runner.population_run import population_member_status
+
+            member = population_member_status(spec, out, record)
+            if member.state == "complete":  # finished runs are skipped, however they were trained
+                return RunResult(env=spec.env_label, algo=spec.algo, seed=spec.seed, env_steps=member.env_steps,
+                                 eval_return=member.last_return, run_dir=str(run_dir))
             raise RunError(f"cannot resume {run_dir} alone: seed {spec.seed} was trained in population "
                            f"{record['population']['name']}; resume it with the --seeds and --population it was "
                            "started with")

@@ -132,6 +132,13 @@ def test_train_py_population_option(tmp_path: Path, capsys: pytest.CaptureFixtur
     statuses = train.main([*argv, "--population", "2", "--status"])
     assert [(st.seed, st.state, st.env_steps) for st in statuses] == [(0, "complete", 400), (1, "complete", 400),
                                                                      (2, "complete", 400)]
+    # Finished runs are skipped on resume, however they were trained: alone, or in another grouping.
+    rows = _rows(tmp_path)
+    for population in ("1", "3"):
+        resumed = train.main([*argv, "--population", population, "--resume"])
+        assert [(r.seed, r.env_steps, r.eval_return) for r in resumed] == \
+            [(r.seed, r.env_steps, r.eval_return) for r in results]
+    assert _rows(tmp_path) == rows
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
         train.main([*argv, "--population", "0"])
