@@ -271,9 +271,9 @@ def run_population(specs: Sequence[RunSpec], out: Path | str, *, resume: bool = 
         counters.gradient_steps += int(log_data.get("gradient_steps", 1))
 
     def boundary() -> None:
-        counters.wall_s = time.perf_counter() - started
         step = counters.env_steps
         results = evaluate_together(evaluators, session.policy, lambda k: session.learner_of(k).policy)
+        counters.wall_s = time.perf_counter() - started
         for k, (spec, result, writer) in enumerate(zip(specs, results, writers, strict=True)):
             learner = session.learner_of(k)
             metrics = result.metrics()
@@ -289,12 +289,13 @@ def run_population(specs: Sequence[RunSpec], out: Path | str, *, resume: bool = 
             counters.last_return[k] = metrics["eval_return"]
             if metrics["eval_return"] > counters.best_return[k]:
                 counters.best_return[k] = metrics["eval_return"]
-                _atomic(lambda path: save_checkpoint(learner, path), run_dir / "best.pt")  # noqa: B023
-            _atomic(lambda path: save_checkpoint(learner, path), run_dir / "last.pt")  # noqa: B023
+                save_checkpoint(learner, run_dir / "best.pt")  # written atomically
+            save_checkpoint(learner, run_dir / "last.pt")
         _save_population_state(session, counters, seeds, first, state_path)
-        shown = ", ".join(f"{r:.2f}" for r in counters.last_return if r is not None)
-        bar.set_postfix_str(f"eval_return {shown}"[:60])
-        log(f"{first.env_label} {first.algo} seeds {seeds}: {step}/{first.steps} steps, eval_return [{shown}]")
+        returns = [r for r in counters.last_return if r is not None]
+        shown = f"mean {sum(returns) / len(returns):.3f} (min {min(returns):.3f}, max {max(returns):.3f})"
+        bar.set_postfix_str(f"eval_return {shown}")
+        log(f"{first.env_label} {first.algo} {name}: {step}/{first.steps} steps, eval_return {shown}")
 
     evaluations = 0
     try:
