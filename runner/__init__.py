@@ -14,9 +14,11 @@ Modules, one concept each:
 * :mod:`runner.learners` -- one interface over the PPO family and MADDPG, trained in chunks.
 * :mod:`runner.curves` -- the shared ``curves.csv``.
 * :mod:`runner.run` -- one run: train, evaluate, checkpoint, resume.
+* :mod:`runner.population_run` -- the runs of many seeds trained together as one population.
 * :mod:`runner.launch` -- many runs over local processes or Ray.
 * :mod:`runner.plots` -- learning curves and bar charts with bootstrap intervals.
 * :mod:`runner.cli` -- the command line of ``examples/train.py``.
 * :mod:`runner.matrix_trials` -- one trial on a repeated game (train, compare with the SE).
+* :mod:`runner.matrix_venv` -- many repeated games stepped as one array computation.
 * :mod:`runner.journal` -- finished trials on disk as they complete (resumable scripts).
 """
