@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -40,7 +39,6 @@ from agents.checkpoint import save_checkpoint
 from agents.config import STEPConfig
 from runner.curves import append_row, drop_rows
 from runner.evaluation import Evaluator, chunk_seeds, evaluate_together
-from runner.learners import numpy_rng_state, set_numpy_rng_state
 from runner.run import (
     RunError,
     RunResult,
@@ -52,8 +50,11 @@ from runner.run import (
     _HookLogger,
     _versions,
     _write_record,
+    global_rng_state,
     run_status,
+    set_global_rng_state,
     spec_differences,
+    train_in_chunks,
 )
 
 POPULATION_STATE_FORMAT = "stmg-step-population-state"
@@ -297,21 +298,15 @@ def run_population(specs: Sequence[RunSpec], out: Path | str, *, resume: bool = 
         bar.set_postfix_str(f"eval_return {shown}")
         log(f"{first.env_label} {first.algo} {name}: {step}/{first.steps} steps, eval_return {shown}")
 
-    evaluations = 0
     try:
         hook = _HookLogger(on_collect, on_update)
-        if stored_state is None:
-            boundary()
-            evaluations += 1
-        while counters.env_steps < first.steps:
-            if stop_after_evaluations is not None and evaluations >= stop_after_evaluations:
-                break
-            target = min((counters.env_steps // first.eval_every + 1) * first.eval_every, first.steps)
+
+        def train_chunk(n_steps: int) -> None:  # every seed's envs re-seeded as its single run's
             session.reset_envs([chunk_seeds(seed, counters.chunk, config.n_envs) for seed in seeds])
-            session.train_steps(target - counters.env_steps, logger=hook)
-            counters.chunk += 1
-            boundary()
-            evaluations += 1
+            session.train_steps(n_steps, logger=hook)
+
+        train_in_chunks(counters, steps=first.steps, eval_every=first.eval_every, fresh=stored_state is None,
+                        train_chunk=train_chunk, boundary=boundary, stop_after_evaluations=stop_after_evaluations)
     finally:
         bar.close()
         for writer in writers:
@@ -349,15 +344,13 @@ def _array_venv_fn(spec: RunSpec, config: STEPConfig) -> Callable[[list[Any]], A
 
 def _save_population_state(session: Any, counters: _PopulationProgress, seeds: list[int], first: RunSpec,
                            path: Path) -> None:
-    py_version, py_keys, py_gauss = random.getstate()
     spec = first.to_dict()
     spec.pop("seed")
     state = {
         "format": POPULATION_STATE_FORMAT, "format_version": POPULATION_STATE_VERSION,
         "spec": json.dumps(spec), "seeds": list(seeds), **asdict(counters),
         "learner": session.state(),
-        "rng": {"python": [py_version, list(py_keys), py_gauss], "numpy": numpy_rng_state(),
-                "torch": torch.get_rng_state()},
+        "rng": global_rng_state(),
     }
 
     def write(tmp: Path) -> None:
@@ -368,8 +361,5 @@ def _save_population_state(session: Any, counters: _PopulationProgress, seeds: l
 
 def _restore(session: Any, state: dict[str, Any]) -> None:
     session.load_state(dict(state["learner"]))
-    py_version, py_keys, py_gauss = state["rng"]["python"]
-    random.setstate((py_version, tuple(py_keys), py_gauss))
-    set_numpy_rng_state(state["rng"]["numpy"])
-    torch.set_rng_state(state["rng"]["torch"])
+    set_global_rng_state(state["rng"])
 

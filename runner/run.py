@@ -496,21 +496,15 @@ def run_one(spec: RunSpec, out: Path | str, *, resume: bool = False, show_progre
         log(f"{spec.env_label} {spec.algo} seed {spec.seed}: {step}/{spec.steps} steps, "
             f"eval_return {metrics['eval_return']:.3f}, eval_length {metrics['eval_length']:.1f}")
 
-    evaluations = 0
     try:
         hook = _HookLogger(on_collect, on_update)
-        if stored_state is None:
-            boundary()
-            evaluations += 1
-        while counters.env_steps < spec.steps:
-            if stop_after_evaluations is not None and evaluations >= stop_after_evaluations:
-                break
-            target = min((counters.env_steps // spec.eval_every + 1) * spec.eval_every, spec.steps)
+
+        def train_chunk(n_steps: int) -> None:
             session.reset_envs(chunk_seeds(spec.seed, counters.chunk, session.n_envs))
-            session.train_steps(target - counters.env_steps, logger=hook)
-            counters.chunk += 1
-            boundary()
-            evaluations += 1
+            session.train_steps(n_steps, logger=hook)
+
+        train_in_chunks(counters, steps=spec.steps, eval_every=spec.eval_every, fresh=stored_state is None,
+                        train_chunk=train_chunk, boundary=boundary, stop_after_evaluations=stop_after_evaluations)
     finally:
         bar.close()
         writer.close()
@@ -518,6 +512,41 @@ def run_one(spec: RunSpec, out: Path | str, *, resume: bool = False, show_progre
         session.close()
     return RunResult(env=spec.env_label, algo=spec.algo, seed=spec.seed, env_steps=counters.env_steps,
                      eval_return=counters.last_return, run_dir=str(run_dir))
+
+
+def train_in_chunks(counters: Any, *, steps: int, eval_every: int, fresh: bool, train_chunk: Callable[[int], None],
+                    boundary: Callable[[], None], stop_after_evaluations: int | None = None) -> None:
+    """The chunk loop of a run (module docstring): an evaluation ``boundary()`` at step 0 if
+    ``fresh``, then ``train_chunk(n)`` up to the next multiple of ``eval_every`` (or ``steps``),
+    ``counters.chunk`` advanced, and ``boundary()`` again, until ``counters.env_steps`` reaches
+    ``steps`` (``train_chunk`` advances it) or ``stop_after_evaluations`` evaluations were made."""
+    evaluations = 0
+    if fresh:
+        boundary()
+        evaluations += 1
+    while counters.env_steps < steps:
+        if stop_after_evaluations is not None and evaluations >= stop_after_evaluations:
+            break
+        target = min((counters.env_steps // eval_every + 1) * eval_every, steps)
+        train_chunk(target - counters.env_steps)
+        counters.chunk += 1
+        boundary()
+        evaluations += 1
+
+
+def global_rng_state() -> dict[str, Any]:
+    """The global RNG states of Python, NumPy and torch, as plain data for a state file."""
+    py_version, py_keys, py_gauss = random.getstate()
+    return {"python": [py_version, list(py_keys), py_gauss], "numpy": numpy_rng_state(),
+            "torch": torch.get_rng_state()}
+
+
+def set_global_rng_state(state: Mapping[str, Any]) -> None:
+    """Inverse of :func:`global_rng_state`."""
+    py_version, py_keys, py_gauss = state["python"]
+    random.setstate((py_version, tuple(py_keys), py_gauss))
+    set_numpy_rng_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
 
 
 def _save_state(session: LearnerSession, counters: _Progress, spec: dict[str, Any], run_dir: Path) -> None:
@@ -533,14 +562,12 @@ def _save_state(session: LearnerSession, counters: _Progress, spec: dict[str, An
                 pickle.dump(buffer, f, protocol=pickle.HIGHEST_PROTOCOL)
 
         _atomic(write, run_dir / replay_name)
-    py_version, py_keys, py_gauss = random.getstate()
     state = {
         "format": STATE_FORMAT, "format_version": STATE_FORMAT_VERSION, "spec": json.dumps(spec),
         **asdict(counters),
         "learner": session.state(),
         "generator": session.generator_state(),
-        "rng": {"python": [py_version, list(py_keys), py_gauss], "numpy": numpy_rng_state(),
-                "torch": torch.get_rng_state()},
+        "rng": global_rng_state(),
         "replay": replay_name,
     }
     _atomic_torch_save(state, run_dir / "state.pt")
@@ -598,7 +625,4 @@ def _restore(session: LearnerSession, state: Mapping[str, Any], run_dir: Path) -
         with open(run_dir / state["replay"], "rb") as f:
             buffer = pickle.load(f)
         session.load_replay_buffer(buffer)  # type: ignore[attr-defined]
-    py_version, py_keys, py_gauss = state["rng"]["python"]
-    random.setstate((py_version, tuple(py_keys), py_gauss))
-    set_numpy_rng_state(state["rng"]["numpy"])
-    torch.set_rng_state(state["rng"]["torch"])
+    set_global_rng_state(state["rng"])
