@@ -45,6 +45,7 @@ agent), no observation normalisation or reward scaling. Anything else is a ``Val
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -1005,14 +1006,16 @@ class PopulationSession:
         """Everything the trials' learning continues from (plain containers of tensors): the
         stacked parameters and value statistics, the Adam moments, the steps learned from, and
         every trial's sampling and minibatch generators. Environments are not included: a
-        caller that saves this restarts them with :meth:`reset_envs`."""
+        caller that saves this restarts them with :meth:`reset_envs`. A copy: training on does
+        not change it (an optimiser's ``state_dict`` holds its live moment tensors, and
+        ``load_state_dict`` adopts them)."""
         algorithm = self.algorithm
-        return {
+        return copy.deepcopy({
             "algorithm": algorithm.state_dict(),
             "adam": algorithm._adam.state_dict(),
             "update_generators": [g.get_state() for g in algorithm._generators],
             "sample_generators": [g.get_state() for g in self.policy.generators],
-        }
+        })
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Inverse of :meth:`state` (on a session built with the same seeds and config)."""

@@ -355,6 +355,34 @@ def test_bad_input_is_a_value_error_naming_the_value() -> None:
     with pytest.raises(ValueError, match="environments"):
         PopulationSession(_game, config=config, total_steps=400, seeds=[1, 2],
                           venv_fn=lambda fns: MatrixGameVectorEnv(PAYOFFS, 3, with_state=True))
+    with pytest.raises(ValueError, match=r"expected 2 lists of 8 seeds .* got \[8\]"):
+        session.reset_envs([list(range(8))])
+    with pytest.raises(ValueError, match="holds 1 trials; this population has 2"):
+        session.load_state({**session.state(), "update_generators": [torch.Generator().get_state()]})
+
+
+@pytest.mark.parametrize("variant", [Variant.STEP, Variant.HAPPO])
+def test_a_population_restored_from_its_state_continues_bit_for_bit(variant: Variant) -> None:
+    """state() / load_state(): a new session that loads the state of one trained 400 steps, and
+    the trained one itself, learn exactly the same next 400 steps (same env seeds). The state
+    is a copy: the first session training on must not change what the second loaded."""
+    config = STEPConfig.matrix_games(variant=variant, steps_per_collect=200)
+
+    def session() -> PopulationSession:
+        return PopulationSession(_game, config=config, total_steps=800, seeds=[4, 7], venv_fn=_fast_venv(config))
+
+    seeds = [[100 + i for i in range(config.n_envs)], [200 + i for i in range(config.n_envs)]]
+    first = session()
+    first.train_steps(400)
+    saved = first.state()
+    second = session()
+    second.load_state(saved)
+    for s in (first, second):
+        s.reset_envs(seeds)
+        s.train_steps(400)
+    for k in range(2):
+        assert _max_diff(_state(first.model_of(k)), _state(second.model_of(k))) == 0.0
+    assert _max_diff(_state(first.model_of(0)), _state(first.model_of(1))) > 0.0  # the trials differ
 
 
 def test_minibatches_are_permuted_per_trial() -> None:
