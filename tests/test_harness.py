@@ -340,7 +340,8 @@ def test_tiny_run_writes_the_expected_rows(tmp_path: Path) -> None:
     # The last row's return is the payoff of the final model's greedy joint action, 5 times.
     _, policy, model = load_model(run_dir / "last.pt", JointStepEnv(env=spec.env_ref()))
     joint, _ = matrix_game_report(model, spec.env_ref())
-    assert float(rows[-1]["eval_return"]) == 5 * penalty(-100.0)[(slice(None), *joint)].mean()
+    payoffs = penalty(-100.0)  # (agents, leader action, follower action)
+    assert float(rows[-1]["eval_return"]) == 5 * payoffs[:, joint[0], joint[1]].mean()
     assert result.eval_return == float(rows[-1]["eval_return"])
 
 

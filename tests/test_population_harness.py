@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from agents.adapter import JointStepEnv
+from agents.config import STEPConfig
 from agents.execution import matrix_game_report
 from envs.matrix import penalty
 from runner.learners import load_model
@@ -49,7 +50,8 @@ def test_population_rows_equal_the_rows_of_separate_runs(tmp_path: Path) -> None
         _, _, model = load_model(run_dir / "last.pt", JointStepEnv(env=spec.env_ref()))
         joint, _ = matrix_game_report(model, spec.env_ref())
         last = [r for r in pop if r["seed"] == str(spec.seed)][-1]
-        assert float(last["eval_return"]) == 5 * penalty(-100.0)[(slice(None), *joint)].mean()
+        payoffs = penalty(-100.0)  # (agents, leader action, follower action)
+        assert float(last["eval_return"]) == 5 * payoffs[:, joint[0], joint[1]].mean()
         assert result.eval_return == float(last["eval_return"]) and result.env_steps == 600
     assert (population_dir(specs, tmp_path / "pop") / "state.pt").exists()
     assert population_dir(specs, tmp_path / "pop").name == "population_0-2_k3"
@@ -151,7 +153,9 @@ def test_members_evaluated_together_score_as_when_evaluated_alone() -> None:
     from runner.evaluation import Evaluator, evaluate_together
 
     spec = _spec("step", seed=0)
-    session = PopulationSession(spec.env_ref, config=spec.algo_config(), total_steps=200, seeds=[0, 1, 2])
+    config = spec.algo_config()
+    assert isinstance(config, STEPConfig)
+    session = PopulationSession(spec.env_ref, config=config, total_steps=200, seeds=[0, 1, 2])
     try:
         session.train_steps(200)  # members that differ
         asked: list[int] = []
