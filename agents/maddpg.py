@@ -43,7 +43,6 @@ from tianshou.algorithm.algorithm_base import (
 )
 from tianshou.algorithm.optim import AdamOptimizerFactory
 from tianshou.data import Batch, Collector, VectorReplayBuffer
-from tianshou.env import DummyVectorEnv, SubprocVectorEnv
 from tianshou.trainer import OffPolicyTrainerParams
 from torch import nn
 
@@ -51,6 +50,7 @@ from agents.adapter import ALIVE, EXTRA_COLUMNS, JointStepEnv, unpack_info
 from agents.lockstep_buffer import LockstepVectorReplayBuffer
 from agents.spec import JointSpec, UnsupportedSpaceError
 from agents.training import mean_over_agents, seed_everything
+from agents.vector_env import lean_vector_env
 
 __all__ = [
     "MADDPG",
@@ -514,8 +514,7 @@ class MADDPGTrainingSession:
 
         probe = make(0)()
         self.learner: MADDPGLearner = build_maddpg(env=probe, config=config)
-        venv_cls = SubprocVectorEnv if subprocess else DummyVectorEnv
-        self.venv = venv_cls([make(i) for i in range(config.n_envs)])
+        self.venv = lean_vector_env([make(i) for i in range(config.n_envs)], subprocess=subprocess)
         self.venv.seed([seed * 1000 + i for i in range(config.n_envs)])
         self.buffer: VectorReplayBuffer = LockstepVectorReplayBuffer(config.buffer_size, config.n_envs)
         self.collector: Collector[Any] = Collector(self.learner.policy, self.venv, self.buffer)

@@ -56,7 +56,7 @@ import numpy as np
 import torch
 from tianshou.algorithm.algorithm_base import OnPolicyAlgorithm, Policy
 from tianshou.data import Batch, Collector, ReplayBuffer
-from tianshou.env import BaseVectorEnv, DummyVectorEnv
+from tianshou.env import BaseVectorEnv
 from tianshou.trainer import OnPolicyTrainerParams
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
@@ -84,6 +84,7 @@ from agents.normalization import RunningMeanStd
 from agents.policy import STEPPolicy, batch_tensors
 from agents.spec import JointSpec
 from agents.training import Learner, OrderArg, learner_env_maker, mean_over_agents, seed_everything
+from agents.vector_env import lean_vector_env
 
 SUPPORTED_VARIANTS = (Variant.STEP, Variant.MAPPO, Variant.IPPO, Variant.HAPPO)
 
@@ -974,7 +975,7 @@ class PopulationSession:
         self.config, self.total_steps, self.seeds, self.spec = config, total_steps, seeds, spec
         n_envs = config.n_envs
         fns = [make for _ in range(k * n_envs)]
-        self.venv = venv_fn(fns) if venv_fn is not None else DummyVectorEnv(fns)
+        self.venv = venv_fn(fns) if venv_fn is not None else lean_vector_env(fns)
         if len(self.venv) != k * n_envs:
             raise ValueError(f"venv_fn made {len(self.venv)} environments; expected {k} x {n_envs}")
         made_space = self.venv.get_env_attr("observation_space", 0)[0]

@@ -2,7 +2,8 @@
 
 :func:`build_learner` makes the model, policy and algorithm for a :class:`JointSpec`;
 :class:`TrainingSession` holds a learner with Tianshou's ``Collector`` over a
-``DummyVectorEnv``/``SubprocVectorEnv`` of :class:`~agents.adapter.JointStepEnv` and trains it in
+``DummyVectorEnv``/``SubprocVectorEnv`` (:mod:`agents.vector_env`) of
+:class:`~agents.adapter.JointStepEnv` and trains it in
 chunks with Tianshou's ``OnPolicyTrainer`` (``algorithm.run_training(OnPolicyTrainerParams(...))``);
 :func:`train` is one session trained in one chunk, optionally with a TensorBoard logger.
 """
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 from pettingzoo.utils.env import ParallelEnv
 from tianshou.data import Collector
-from tianshou.env import DummyVectorEnv, SubprocVectorEnv
+from tianshou.env import BaseVectorEnv
 from tianshou.trainer import OnPolicyTrainerParams
 
 from agents.adapter import JointStepEnv, has_state
@@ -31,8 +32,12 @@ from agents.lockstep_buffer import LockstepVectorReplayBuffer
 from agents.model import MultiAgentActorCritic
 from agents.policy import STEPPolicy
 from agents.spec import JointSpec
+from agents.vector_env import lean_vector_env
 
 OrderArg = Sequence[str] | Callable[[Any], Sequence[str]] | None
+VenvFn = Callable[[list[Callable[[], JointStepEnv]]], BaseVectorEnv]
+"""Builds a vector env from the training envs' factories (one per env), e.g. an array-computed
+equivalent of ``DummyVectorEnv(fns)`` for a game where one exists."""
 
 
 @dataclass
@@ -142,6 +147,8 @@ class TrainingSession:
         order: priority order for :func:`stmg.wrap`.
         observation: ``"own"`` or ``"state"`` base observations.
         subprocess: use ``SubprocVectorEnv`` instead of ``DummyVectorEnv``.
+        venv_fn: builds the vector env from the ``n_envs`` env factories instead (it must
+            return what ``DummyVectorEnv`` of them would; the observation space is checked).
     """
 
     def __init__(
@@ -154,9 +161,12 @@ class TrainingSession:
         order: OrderArg = None,
         observation: str = "own",
         subprocess: bool = False,
+        venv_fn: VenvFn | None = None,
     ) -> None:
         if total_steps <= 0:
             raise ValueError(f"total_steps={total_steps!r} must be positive")
+        if subprocess and venv_fn is not None:
+            raise ValueError("give subprocess=True or a venv_fn, not both")
         seed_everything(seed)
         torch.set_num_threads(config.torch_threads)
         make, self.with_state = learner_env_maker(env_fn, config=config, order=order, observation=observation)
@@ -167,8 +177,17 @@ class TrainingSession:
         self.config = config
         self.total_steps = total_steps
         n_envs = config.n_envs
-        venv_cls = SubprocVectorEnv if subprocess else DummyVectorEnv
-        self.venv = venv_cls([make for _ in range(n_envs)])
+        fns = [make for _ in range(n_envs)]
+        if venv_fn is not None:
+            self.venv = venv_fn(fns)
+            if len(self.venv) != n_envs:
+                raise ValueError(f"venv_fn made {len(self.venv)} environments; expected n_envs={n_envs}")
+            made_space = self.venv.get_env_attr("observation_space", 0)[0]
+            if made_space != probe.observation_space:
+                raise ValueError(f"venv_fn's environments observe {made_space}, the learner's "
+                                 f"{probe.observation_space}")
+        else:
+            self.venv = lean_vector_env(fns, subprocess=subprocess)
         self.venv.seed([seed * 1000 + i for i in range(n_envs)])
         self.steps_per_collect = min(config.steps_per_collect, total_steps)
         buffer_size = (math.ceil(self.steps_per_collect / n_envs) + 1) * n_envs  # headroom: no wrap-around
@@ -232,6 +251,7 @@ def train(
     order: OrderArg = None,
     observation: str = "own",
     subprocess: bool = False,
+    venv_fn: VenvFn | None = None,
     logdir: str | None = None,
     show_progress: bool = False,
 ) -> Learner:
@@ -245,11 +265,12 @@ def train(
         order: priority order for :func:`stmg.wrap`.
         observation: ``"own"`` or ``"state"`` base observations.
         subprocess: use ``SubprocVectorEnv`` instead of ``DummyVectorEnv``.
+        venv_fn: builds the vector env instead (:class:`TrainingSession`).
         logdir: write TensorBoard logs there.
         show_progress: show Tianshou's progress bar.
     """
     session = TrainingSession(env_fn, config=config, total_steps=total_steps, seed=seed, order=order,
-                              observation=observation, subprocess=subprocess)
+                              observation=observation, subprocess=subprocess, venv_fn=venv_fn)
     logger = None
     if logdir is not None:
         from tianshou.utils import TensorboardLogger

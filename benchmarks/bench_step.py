@@ -3,10 +3,13 @@
     python benchmarks/bench_step.py                 # 5 timed trials each, 10,000 steps
     python benchmarks/bench_step.py --trials 3 --steps 10000 --max-agents 17
 
-Timing: one 10,000-step STEP trial on Penalty k=-100 against Tianshou's own ``PPO`` on the
-single-agent version of the same game (the joint action flattened into one Discrete(9), shared
-reward), with the same collector settings (n envs, steps per update, epochs, hidden size).
-A warm-up run of each is done first so that one-time costs (imports, numba) are excluded.
+Timing: one 10,000-step STEP trial on Penalty k=-100 (twice: through ``stmg.wrap`` and the
+joint-step adapter, and with the game stepped as arrays as ``examples/train_matrix.py`` trains
+it) against Tianshou's own ``PPO`` on the single-agent version of the same game (the joint
+action flattened into one Discrete(9), shared reward), with the same collector settings (n envs,
+steps per update, epochs, hidden size), also twice: over Tianshou's ``DummyVectorEnv`` and over
+the lean vector env STEP trains with (:mod:`agents.vector_env`), so that the ratio against
+PPO-lean shows the learner alone. A warm-up run of each is done first so that one-time costs (imports, numba) are excluded.
 
 Parameter counts: the actor ("policy") parameters of STEP (shared N-level policy) and HAPPO
 (one actor per agent) for 2..max-agents agents on a game with 3 actions and 1-dim observation.
@@ -31,7 +34,9 @@ from agents import STEPConfig, Variant, train  # noqa: E402
 from agents.model import MultiAgentActorCritic  # noqa: E402
 from agents.networks import count_parameters  # noqa: E402
 from agents.spec import JointSpec  # noqa: E402
+from agents.vector_env import LeanDummyVectorEnv  # noqa: E402
 from envs import matrix  # noqa: E402
+from runner.matrix_trials import array_venv_fn  # noqa: E402
 
 
 class FlatPenalty(gym.Env[np.ndarray, np.int64]):
@@ -55,8 +60,10 @@ class FlatPenalty(gym.Env[np.ndarray, np.int64]):
         return np.ones(1, np.float32), reward, False, self.t >= self.episode_length, {}
 
 
-def train_plain_ppo(config: STEPConfig, steps: int, seed: int) -> tuple[float, float]:
-    """(wall, CPU) seconds for one Tianshou PPO run with the same collector settings."""
+def train_plain_ppo(config: STEPConfig, steps: int, seed: int, *, lean: bool = False) -> tuple[float, float]:
+    """(wall, CPU) seconds for one Tianshou PPO run with the same collector settings; ``lean``:
+    over the vector env that STEP's training uses (:mod:`agents.vector_env`) instead of
+    Tianshou's ``DummyVectorEnv``."""
     from tianshou.algorithm import PPO
     from tianshou.algorithm.modelfree.reinforce import ProbabilisticActorPolicy
     from tianshou.algorithm.optim import AdamOptimizerFactory
@@ -79,7 +86,7 @@ def train_plain_ppo(config: STEPConfig, steps: int, seed: int) -> tuple[float, f
     algo = PPO(policy=policy, critic=critic, optim=AdamOptimizerFactory(lr=config.lr),
                eps_clip=config.clip, ent_coef=config.entropy, gamma=config.gamma,
                gae_lambda=config.gae_lambda, max_grad_norm=config.max_grad_norm)
-    venv = DummyVectorEnv([FlatPenalty for _ in range(config.n_envs)])
+    venv = (LeanDummyVectorEnv if lean else DummyVectorEnv)([FlatPenalty for _ in range(config.n_envs)])
     venv.seed(seed)
     collector: Collector[Any] = Collector(policy, venv, VectorReplayBuffer(config.steps_per_collect + config.n_envs, config.n_envs))
     collector.reset()
@@ -92,10 +99,14 @@ def train_plain_ppo(config: STEPConfig, steps: int, seed: int) -> tuple[float, f
     return time.perf_counter() - start, time.process_time() - cpu_start
 
 
-def train_step(config: STEPConfig, steps: int, seed: int) -> tuple[float, float]:
-    """(wall, CPU) seconds for one STEP run on Penalty k=-100."""
+def train_step(config: STEPConfig, steps: int, seed: int, *, arrays: bool = False) -> tuple[float, float]:
+    """(wall, CPU) seconds for one STEP run on Penalty k=-100: through ``stmg.wrap`` and the
+    joint-step adapter (any PettingZoo game's path), or with ``arrays`` the game stepped as
+    arrays, as ``examples/train_matrix.py`` trains a trial (the same training, bit for bit)."""
+    payoffs = matrix.penalty(-100.0)
+    venv_fn = array_venv_fn(payoffs, config) if arrays else None
     start, cpu_start = time.perf_counter(), time.process_time()
-    train(lambda: matrix.MatrixGame(matrix.penalty(-100.0)), config=config, total_steps=steps, seed=seed)
+    train(lambda: matrix.MatrixGame(payoffs), config=config, total_steps=steps, seed=seed, venv_fn=venv_fn)
     return time.perf_counter() - start, time.process_time() - cpu_start
 
 
@@ -120,22 +131,30 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     config = STEPConfig.matrix_games()
     train_step(config, 400, seed=99)  # warm-up: imports, first-use costs
+    train_step(config, 400, seed=99, arrays=True)
     train_plain_ppo(config, 400, seed=99)
-    # Interleaved (STEP, PPO, STEP, PPO, ...) so that load from other jobs hits both alike.
+    train_plain_ppo(config, 400, seed=99, lean=True)
+    # Interleaved (STEP, STEP on arrays, PPO, PPO-lean, ...) so that load from other jobs hits all alike.
     # Wall time is what a user waits; this process's CPU time is less sensitive to other jobs
     # on a shared machine. Both are reported as ratios of medians.
-    step_times, ppo_times = [], []
-    for seed in tqdm(range(args.trials), desc="timed trials (STEP + PPO)", disable=args.trials < 2):
-        step_times.append(train_step(config, args.steps, seed))
-        ppo_times.append(train_plain_ppo(config, args.steps, seed))
+    times: dict[str, list[tuple[float, float]]] = {"STEP": [], "STEP-arrays": [], "PPO": [], "PPO-lean": []}
+    for seed in tqdm(range(args.trials), desc="timed trials (STEP x 2 + PPO x 2)", disable=args.trials < 2):
+        times["STEP"].append(train_step(config, args.steps, seed))
+        times["STEP-arrays"].append(train_step(config, args.steps, seed, arrays=True))
+        times["PPO"].append(train_plain_ppo(config, args.steps, seed))
+        times["PPO-lean"].append(train_plain_ppo(config, args.steps, seed, lean=True))
+    print("STEP: the game through stmg.wrap and the joint-step adapter (any PettingZoo game's path)")
+    print("STEP-arrays: the game stepped as arrays, as examples/train_matrix.py trains a trial")
+    print("PPO: Tianshou's own PPO on the flattened game (a plain gymnasium env), Tianshou's DummyVectorEnv")
+    print("PPO-lean: the same over the vector env STEP trains with (no env-id entry in the step infos)")
     for label, column in (("wall", 0), ("CPU", 1)):
-        s = float(np.median([t[column] for t in step_times]))
-        p = float(np.median([t[column] for t in ppo_times]))
-        print(f"{label:4} STEP {args.steps} steps: median {s:.2f} s per trial "
-              f"({', '.join(f'{t[column]:.2f}' for t in step_times)})")
-        print(f"{label:4} PPO  {args.steps} steps: median {p:.2f} s per trial "
-              f"({', '.join(f'{t[column]:.2f}' for t in ppo_times)})")
-        print(f"{label:4} ratio STEP / plain PPO (medians): {s / p:.2f}x")
+        medians = {name: float(np.median([t[column] for t in rows])) for name, rows in times.items()}
+        for name, rows in times.items():
+            print(f"{label:4} {name:11} {args.steps} steps: median {medians[name]:.2f} s per trial "
+                  f"({', '.join(f'{t[column]:.2f}' for t in rows)})")
+        for name in ("STEP", "STEP-arrays"):
+            for ppo in ("PPO", "PPO-lean"):
+                print(f"{label:4} ratio {name} / {ppo} (medians): {medians[name] / medians[ppo]:.2f}x")
     print("\nactor parameters   n_agents   STEP (shared N-level)   HAPPO (one actor per agent)")
     for n, step_count, happo_count in parameter_counts(args.max_agents):
         print(f"{'':19}{n:8d}   {step_count:21d}   {happo_count:27d}")

@@ -8,6 +8,11 @@ rounds, so that machine noise hits both alike; each rate is that of the fastest 
     python benchmarks/bench_train_throughput.py                                   # HalfCheetah 6x1
     python benchmarks/bench_train_throughput.py --env merge/hard-v0 --algos step
     python benchmarks/bench_train_throughput.py --steps 8000 --rounds 2           # quicker
+    python benchmarks/bench_train_throughput.py --subprocess-envs                 # envs in subprocesses
+
+``--subprocess-envs`` steps the training envs in subprocesses (Tianshou's ``SubprocVectorEnv``,
+what ``examples/train.py --subprocess-envs`` uses); the raw env is still played in this process,
+so the ratio then says how much the other cores buy.
 
 The first collect of each learner (numba compilation, allocation) is excluded: every round
 trains ``--steps`` more steps on an already warmed-up session. The preset of the env family is
@@ -32,6 +37,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                         help="training steps per round and algorithm (rounded up to whole collects)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (the fastest counts)")
     parser.add_argument("--seed", type=int, default=0, help="seed of learners and envs")
+    parser.add_argument("--subprocess-envs", action="store_true",
+                        help="step the training envs in subprocesses (SubprocVectorEnv)")
     args = parser.parse_args(argv)
     for name in ("steps", "rounds"):
         if getattr(args, name) <= 0:
@@ -55,7 +62,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         if not isinstance(config, STEPConfig) or config.variant is not Variant(algo):
             raise TypeError(f"{algo}: expected a STEPConfig preset, got {config!r}")
         session = TrainingSession(lambda: envs.make(args.env), config=config,
-                                  total_steps=10 * args.rounds * args.steps, seed=args.seed)
+                                  total_steps=10 * args.rounds * args.steps, seed=args.seed,
+                                  subprocess=args.subprocess_envs)
         session.train_steps(session.steps_per_chunk_unit)  # warm-up: compilation, first allocations
         sessions[algo] = session
     raw_rate, train_rate = 0.0, {algo: 0.0 for algo in args.algos}
@@ -67,6 +75,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             start = time.perf_counter()
             session.train_steps(steps)
             train_rate[algo] = max(train_rate[algo], steps / (time.perf_counter() - start))
+    where = "in subprocesses" if args.subprocess_envs else "in this process"
+    print(f"training envs stepped {where}")
     print(f"{args.env}: random-action raw env {raw_rate:,.0f} steps/s (fastest of {args.rounds} rounds)")
     ratios = {}
     for algo in args.algos:

@@ -310,6 +310,34 @@ def test_matrix_vector_env_returns_what_dummy_vector_env_returns(with_state: boo
             assert np.array_equal(reset_d, reset_f)
 
 
+@pytest.mark.parametrize("variant", [Variant.STEP, Variant.HAPPO])
+def test_single_trial_over_the_array_env_equals_the_wrapped_games(variant: Variant) -> None:
+    # run_matrix_trial trains a single trial over MatrixGameVectorEnv: the same training as
+    # DummyVectorEnv of stmg-wrapped games, bit for bit (three collects and updates).
+    config = STEPConfig.matrix_games(variant=variant)
+    steps = 1200
+    wrapped = TrainingSession(_game, config=config, total_steps=steps, seed=4)
+    wrapped.train_steps(steps)
+    arrays = TrainingSession(_game, config=config, total_steps=steps, seed=4, venv_fn=_fast_venv(config))
+    arrays.train_steps(steps)
+    assert _max_diff(_state(wrapped.learner.model), _state(arrays.learner.model)) == 0.0
+    # ... and it trained: the parameters moved from the same seed's untrained start.
+    assert _max_diff(_state(arrays.learner.model),
+                     _state(TrainingSession(_game, config=config, total_steps=steps, seed=4).learner.model)) > 1e-3
+
+
+def test_single_session_refuses_a_venv_fn_that_does_not_fit() -> None:
+    config = STEPConfig.matrix_games()
+    with pytest.raises(ValueError, match="expected n_envs=8"):
+        TrainingSession(_game, config=config, total_steps=400, seed=0,
+                        venv_fn=lambda fns: MatrixGameVectorEnv(PAYOFFS, len(fns) + 1))
+    with pytest.raises(ValueError, match="observe"):  # a 3-agent game's observations
+        TrainingSession(_game, config=config, total_steps=400, seed=0,
+                        venv_fn=lambda fns: MatrixGameVectorEnv(np.zeros((3, 2, 2, 2)), len(fns)))
+    with pytest.raises(ValueError, match="not both"):
+        TrainingSession(_game, config=config, total_steps=400, seed=0, subprocess=True, venv_fn=_fast_venv(config))
+
+
 def test_matrix_vector_env_refuses_bad_actions() -> None:
     fast = MatrixGameVectorEnv(PAYOFFS, 2)
     fast.reset()
