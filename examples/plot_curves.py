@@ -3,6 +3,7 @@
     python examples/plot_curves.py runs/halfcheetah runs/halfcheetah-more --out halfcheetah.png
     python examples/plot_curves.py runs/merge-easy runs/merge-medium runs/merge-hard --out merge.png
     python examples/plot_curves.py runs/beta0 runs/beta1 --labels beta=0 beta=1 --algos step --out beta.png
+    python examples/plot_curves.py runs/beta0 runs/beta1 --seeds 0 1 --out beta.png  # finished seeds only
     python examples/plot_curves.py runs/merge-easy --final runs/merge-easy/final_eval.csv --out merge.png
 
 Per environment: mean evaluation return over seeds per algorithm against environment steps,
@@ -42,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     args = parser.parse_args(argv)
     rows = read_curve_arguments(parser, args)
     try:
-        final = read_final(args.final, algos=args.algos) if args.final else None
+        final = read_final(args.final, algos=args.algos, seeds=args.seeds) if args.final else None
         path = plot_curves(rows, args.out, metric=args.metric, reps=args.reps, title=args.title, final=final)
     except (FileNotFoundError, ValueError) as exc:
         parser.error(str(exc))

@@ -53,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
         if not rows:
             parser.error(f"no run in {args.dirs} reached --min-steps {args.min_steps}")
     try:
-        final = final_rows(args.dirs, args.labels, args.algos) if args.final_evals else None
+        final = final_rows(args.dirs, args.labels, args.algos, args.seeds) if args.final_evals else None
         scores = final_scores(rows, args.metric, last=args.last, reps=args.reps, final=final)
         path = plot_scores(scores, args.out, metric=args.metric, last=args.last, title=args.title)
     except (FileNotFoundError, ValueError) as exc:
@@ -76,15 +76,15 @@ def runs_that_reached(rows: Sequence[dict[str, str]], steps: int) -> list[dict[s
     return [row for row in rows if reached[(row["env"], row["algo"], row["seed"])] >= steps]
 
 
-def final_rows(dirs: Sequence[str], labels: Sequence[str] | None, algos: Sequence[str] | None
-               ) -> list[dict[str, str]]:
+def final_rows(dirs: Sequence[str], labels: Sequence[str] | None, algos: Sequence[str] | None,
+               seeds: Sequence[int] | None = None) -> list[dict[str, str]]:
     """The rows of every ``DIR/final_eval.csv`` that exists, labelled as that DIR's curves are."""
     rows: list[dict[str, str]] = []
     for k, directory in enumerate(dirs):
         table = Path(directory) / "final_eval.csv"
         if not table.is_file():
             continue
-        for row in read_final([table], algos=algos):
+        for row in read_final([table], algos=algos, seeds=seeds):
             if labels is not None and labels[k]:
                 row["algo"] = f"{row['algo']} {labels[k]}"
             rows.append(row)

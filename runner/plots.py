@@ -40,7 +40,7 @@ CONFIDENCE = 0.95
 
 def add_curve_arguments(parser: argparse.ArgumentParser, *, metric_help: str) -> None:
     """The inputs that the plotting scripts share: DIRs, --out, --metric, --reps, --title,
-    --labels, --algos. :func:`read_curve_arguments` checks them and reads the rows."""
+    --labels, --algos, --seeds. :func:`read_curve_arguments` checks them and reads the rows."""
     parser.add_argument("dirs", nargs="+", metavar="DIR",
                         help="training output directories (each holds curves.csv) or curves CSV files")
     parser.add_argument("--out", required=True, help="image to write (.png, .pdf or .svg)")
@@ -52,6 +52,9 @@ def add_curve_arguments(parser: argparse.ArgumentParser, *, metric_help: str) ->
                              "with different settings become separate entries (e.g. beta=0 beta=1; '' for none)")
     parser.add_argument("--algos", nargs="+", default=None, metavar="ALGO",
                         help="only these algorithms (default: every algorithm found)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=None, metavar="SEED",
+                        help="only these seeds (default: every seed found), e.g. the seeds whose runs "
+                             "have finished")
 
 
 def read_curve_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[dict[str, str]]:
@@ -60,11 +63,14 @@ def read_curve_arguments(parser: argparse.ArgumentParser, args: argparse.Namespa
     if args.reps < 100:
         parser.error(f"--reps {args.reps} is too few for a 95% interval; use at least 100")
     try:
-        rows = read_curves(args.dirs, labels=args.labels, algos=args.algos)
+        rows = read_curves(args.dirs, labels=args.labels, algos=args.algos, seeds=args.seeds)
     except (FileNotFoundError, ValueError) as exc:
         parser.error(str(exc))
     if not rows:
-        parser.error(f"no rows of the algorithms {args.algos} in {args.dirs}")
+        which = f"the algorithms {args.algos}" if args.algos else "any algorithm"
+        if args.seeds:
+            which += f" with seeds {args.seeds}"
+        parser.error(f"no rows of {which} in {args.dirs}")
     return rows
 
 
@@ -85,7 +91,7 @@ class Band:
 
 
 def read_curves(paths: Iterable[Path | str], *, labels: Sequence[str] | None = None,
-                algos: Iterable[str] | None = None) -> list[dict[str, str]]:
+                algos: Iterable[str] | None = None, seeds: Iterable[int] | None = None) -> list[dict[str, str]]:
     """Rows of every ``DIR/curves.csv`` (or CSV file) in ``paths``.
 
     Args:
@@ -94,6 +100,7 @@ def read_curves(paths: Iterable[Path | str], *, labels: Sequence[str] | None = N
             algorithm with different settings (e.g. ``beta=0`` and ``beta=10``) are separate curves;
             an empty label leaves the names as they are.
         algos: keep only the rows of these algorithms (None: all).
+        seeds: keep only the rows of these seeds (None: all).
 
     Raises:
         FileNotFoundError: a path with no curves file, naming it.
@@ -104,6 +111,7 @@ def read_curves(paths: Iterable[Path | str], *, labels: Sequence[str] | None = N
         raise ValueError(f"got {len(labels)} labels {list(labels)} for {len(paths)} curve directories; "
                          "expected one label per directory")
     keep = None if algos is None else set(algos)
+    keep_seeds = None if seeds is None else {str(int(s)) for s in seeds}
     rows: list[dict[str, str]] = []
     for k, raw in enumerate(paths):
         path = Path(raw)
@@ -113,6 +121,8 @@ def read_curves(paths: Iterable[Path | str], *, labels: Sequence[str] | None = N
         with open(file, newline="") as f:
             for row in csv.DictReader(f):
                 if keep is not None and row["algo"] not in keep:
+                    continue
+                if keep_seeds is not None and row["seed"] not in keep_seeds:
                     continue
                 if labels is not None and labels[k]:
                     row["algo"] = f"{row['algo']} {labels[k]}"
@@ -219,15 +229,18 @@ FINAL_COLUMNS = ("env", "algo", "seed", "eval_return", "avg_speed", "collision_r
 """What a final-evaluation table (``examples/evaluate.py --csv``) must hold for :func:`read_final`."""
 
 
-def read_final(paths: Iterable[Path | str], *, algos: Iterable[str] | None = None) -> list[dict[str, str]]:
+def read_final(paths: Iterable[Path | str], *, algos: Iterable[str] | None = None,
+               seeds: Iterable[int] | None = None) -> list[dict[str, str]]:
     """Rows of final-evaluation tables written by ``examples/evaluate.py --csv``, the last row
-    per run (env, algo, seed) where a run was evaluated more than once.
+    per run (env, algo, seed) where a run was evaluated more than once; ``algos`` and
+    ``seeds`` keep only those runs (None: all).
 
     Raises:
         FileNotFoundError: a path that is not a file, naming it.
         ValueError: a file without the columns :data:`FINAL_COLUMNS`, naming the missing ones.
     """
     keep = None if algos is None else set(algos)
+    keep_seeds = None if seeds is None else {str(int(s)) for s in seeds}
     last: dict[tuple[str, str, str], dict[str, str]] = {}
     for raw in paths:
         path = Path(raw)
@@ -240,7 +253,7 @@ def read_final(paths: Iterable[Path | str], *, algos: Iterable[str] | None = Non
                 raise ValueError(f"{path} has no column {', '.join(missing)}: is it a table of "
                                  "examples/evaluate.py --csv?")
             for row in reader:
-                if keep is None or row["algo"] in keep:
+                if (keep is None or row["algo"] in keep) and (keep_seeds is None or row["seed"] in keep_seeds):
                     last[(row["env"], row["algo"], row["seed"])] = row
     return list(last.values())
 

@@ -147,6 +147,35 @@ def test_labels_make_settings_separate_curves_and_algos_filter(tmp_path: Path,
     assert "no rows of the algorithms ['maddpg']" in capsys.readouterr().err
 
 
+def test_seeds_filter_curves_and_final_tables(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--seeds keeps only the runs of those seeds: e.g. the finished ones beside one in progress."""
+    env = "mamujoco/ManyAgentAnt-6x1-v0"
+    _write(tmp_path / "beta1", [
+        {"env": env, "algo": "step", "seed": seed, "env_steps": t, "eval_return": 100.0 * seed + t}
+        for seed in (0, 1, 2) for t in ((0, 10) if seed < 2 else (0,))])  # seed 2 still running
+    rows = read_curves([tmp_path / "beta1"], seeds=[0, 1])
+    assert sorted({r["seed"] for r in rows}) == ["0", "1"] and len(rows) == 4
+    band = curve_bands(rows, reps=200)[env]["step"]
+    np.testing.assert_allclose(band.mean, [50.0, 60.0])  # (0 + 100) / 2, (10 + 110) / 2
+    table = tmp_path / "final_eval.csv"
+    with open(table, "w", newline="") as f:
+        writer = csv.DictWriter(f, ["env", "algo", "seed", "checkpoint", "eval_return", "avg_speed",
+                                    "collision_rate"])
+        writer.writeheader()
+        for seed in (0, 1, 2):
+            writer.writerow({"env": env, "algo": "step", "seed": seed, "checkpoint": "last.pt",
+                             "eval_return": 7.0 * seed, "avg_speed": "", "collision_rate": ""})
+    assert [r["seed"] for r in read_final([table], seeds=[2])] == ["2"]
+    module = _load_script("plot_curves")
+    path = module.main([str(tmp_path / "beta1"), "--seeds", "0", "1", "--out", str(tmp_path / "b.png"),
+                        "--reps", "200"])
+    assert path.exists() and "4 evaluations" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        module.main([str(tmp_path / "beta1"), "--seeds", "5", "--out", str(tmp_path / "none.png")])
+    assert exc.value.code == 2
+    assert "no rows of any algorithm with seeds [5]" in capsys.readouterr().err
+
+
 def test_final_evaluations_feed_the_bars_and_the_printed_table(tmp_path: Path,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
     _write(tmp_path / "merge", [
