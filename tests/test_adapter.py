@@ -136,8 +136,9 @@ def test_per_agent_gae_by_hand() -> None:
 
 def _stub_chain(obs: torch.Tensor, participating: torch.Tensor, order: torch.Tensor, *,
                 greedy: bool, with_value: bool = True, with_logp: bool = True,
-                state: torch.Tensor | None = None) -> ChainResult:
-    """Fixed joint action; V_k = (k + 1) * t from the observation [k, t] of participants."""
+                state: torch.Tensor | None = None, uniforms: torch.Tensor | None = None) -> ChainResult:
+    """Fixed joint action; V_k = (k + 1) * t from the observation [k, t] of participants.
+    ``uniforms`` (as in the chain it stands in for) is not used: nothing is sampled."""
     batch, n = obs.shape[:2]
     k = torch.arange(n, dtype=torch.float32)
     value = (k + 1) * obs[..., 1] * participating  # (B, n)
@@ -158,7 +159,7 @@ def test_collector_buffer_and_advantages_by_hand() -> None:
     learner.policy.chain = _stub_chain  # type: ignore[method-assign]
     learner.policy.evaluate_joint = _stub_evaluate_joint  # type: ignore[method-assign]
     venv = DummyVectorEnv([lambda: JointStepEnv(env=DyingEnv(), order=ORDER)])
-    collector = Collector(learner.policy, venv, VectorReplayBuffer(16, 1))
+    collector: Collector[Any] = Collector(learner.policy, venv, VectorReplayBuffer(16, 1))
     collector.reset()
     stats = collector.collect(n_episode=1)
     assert stats.n_collected_steps == 4
@@ -167,7 +168,9 @@ def test_collector_buffer_and_advantages_by_hand() -> None:
     assert batch.rew.shape == (4, 3), f"Tianshou must keep per-agent rewards, got {batch.rew.shape}"
     np.testing.assert_array_equal(batch.rew, [[2, 11, 22], [3, 12, 23], [4, 0, 24], [5, 0, 25]])
     np.testing.assert_array_equal(unpack_info(batch.info)["terminated"][1], [False, True, False])
-    for name, flags in zip(("alive", "terminated", "truncated"), step_flags(batch.obs, batch.obs_next), strict=True):
+    obs, obs_next = batch.obs, batch.obs_next
+    assert isinstance(obs, np.ndarray) and isinstance(obs_next, np.ndarray)  # packed joint observations
+    for name, flags in zip(("alive", "terminated", "truncated"), step_flags(obs, obs_next), strict=True):
         np.testing.assert_array_equal(flags, unpack_info(batch.info)[name], err_msg=name)
     batch = learner.algorithm._preprocess_batch(batch, buffer, indices)
     # Hand computation, gamma = lambda = 0.5 (gamma*lambda = 0.25), V_k(t) = (k+1) t:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 import pytest
@@ -99,7 +100,7 @@ def test_raw_tianshou_path_gives_the_leader_zero_and_the_shim_fixes_it() -> None
         for _ in probe.agents
     ]
     algorithm = dqn_on_stmg.OwnRewardMultiAgentDQN(algorithms=algorithms, env=probe)
-    collector = Collector(algorithm.policy, DummyVectorEnv([make_env]), VectorReplayBuffer(400, 1),
+    collector: Collector[Any] = Collector(algorithm.policy, DummyVectorEnv([make_env]), VectorReplayBuffer(400, 1),
                           exploration_noise=True)
     collector.reset()
     for a in algorithms:  # see train_trial: Tianshou flags only the MultiAgentPolicy

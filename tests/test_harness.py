@@ -555,9 +555,10 @@ def test_evaluate_script_reproduces_the_last_row_and_writes_a_gif(tmp_path: Path
     assert metrics["eval_return"] == float(last["eval_return"])
     assert metrics["avg_speed"] == float(last["avg_speed"])
     assert metrics["collision_rate"] == float(last["collision_rate"])
-    from PIL import Image
+    from PIL import GifImagePlugin, Image
 
     with Image.open(gif) as image:
+        assert isinstance(image, GifImagePlugin.GifImageFile)
         assert image.n_frames == 5 and image.size == (1200, 120)
 
 

@@ -21,6 +21,7 @@ from tianshou.env import DummyVectorEnv
 from agents.adapter import JointStepEnv
 from agents.algorithm import STEPAlgorithm, forward_discounted_returns
 from agents.config import STEPConfig, Variant
+from agents.networks import NLevelPolicy
 from agents.normalization import RunningMeanStd
 from agents.policy import batch_tensors
 from agents.training import Learner, build_learner, seed_everything, train
@@ -47,7 +48,7 @@ def _collect(learner: Learner, *, episodes: int = 1, deaths: dict[str, int] | No
         with_state=with_state)])
     venv.seed([0])
     learner.policy.deterministic_eval = False  # sample, as in training
-    collector = Collector(learner.policy, venv, VectorReplayBuffer(64, 1))
+    collector: Collector[Any] = Collector(learner.policy, venv, VectorReplayBuffer(64, 1))
     collector.reset()
     collector.collect(n_episode=episodes)
     buffer = collector.buffer
@@ -80,6 +81,7 @@ def test_loss_terms_of_one_step_by_hand() -> None:
     pb = algo._pairs
     group = torch.nonzero(pb.priority == 1).squeeze(1)[:3]  # three pairs of the follower
     sub = pb.subset(group)
+    assert sub.inputs is not None  # vector observations: the inputs are kept with the pairs
     dist, value = learner.model.heads(sub.inputs, agent=sub.agent, priority=1)
     assert value is not None
     logp = dist.log_prob(sub.act).detach()
@@ -220,6 +222,7 @@ def test_happo_factor_uses_each_agents_final_policy() -> None:
         for k in order[:2]:
             group = torch.nonzero(pb.agent == k).squeeze(1)
             sub = pb.subset(group)
+            assert sub.inputs is not None
             dist, _ = model.heads(sub.inputs, agent=sub.agent, priority=sub.priority, with_value=False)
             expected[sub.row] *= (dist.log_prob(sub.act) - sub.logp_old).exp()
     torch.testing.assert_close(calls[2]["factor"], expected, rtol=1e-5, atol=1e-6)
@@ -259,8 +262,8 @@ def test_running_mean_std_is_exact() -> None:
     agent = torch.tensor([0, 0, 0, 1, 1, 0])
     stats.update(data[:3], agent[:3])
     stats.update(data[3:], agent[3:])
-    assert stats.mean.tolist() == pytest.approx([2.5, 15.0])
-    assert stats.var.tolist() == pytest.approx([np.var([1, 2, 3, 4]), np.var([10, 20])])
+    assert stats.get_buffer("mean").tolist() == pytest.approx([2.5, 15.0])
+    assert stats.get_buffer("var").tolist() == pytest.approx([np.var([1, 2, 3, 4]), np.var([10, 20])])
     x = torch.tensor([[4.0, 20.0]])
     torch.testing.assert_close(stats.denormalize(stats.normalize(x)), x)
 
@@ -368,14 +371,14 @@ def test_observation_statistics_change_only_when_learning() -> None:
     norm = learner.model.obs_norm
     assert norm is not None and learner.model.state_norm is not None
     batch, buffer, indices = _collect(learner, with_state=True)  # acting: no change
-    assert float(norm.count.sum()) == 0.0
+    assert float(norm.get_buffer("count").sum()) == 0.0
     learner.algorithm._preprocess_batch(batch, buffer, indices)
-    assert float(norm.count.sum()) == 0.0, "statistics change after the update, not before"
+    assert float(norm.get_buffer("count").sum()) == 0.0, "statistics change after the update, not before"
     learner.algorithm._update_with_batch(batch, None, 1)
     # agent k's observations over the 5 steps: [k, t] for t = 0..4.
-    assert norm.mean[1].tolist() == pytest.approx([1.0, 2.0])
-    assert norm.var[1].tolist() == pytest.approx([0.0, 2.0])
-    assert learner.model.state_norm.mean[0].tolist() == pytest.approx([2.0])
+    assert norm.get_buffer("mean")[1].tolist() == pytest.approx([1.0, 2.0])
+    assert norm.get_buffer("var")[1].tolist() == pytest.approx([0.0, 2.0])
+    assert learner.model.state_norm.get_buffer("mean")[0].tolist() == pytest.approx([2.0])
     state_dict = learner.algorithm.state_dict()
     assert any(key.endswith("obs_norm.mean") for key in state_dict), "saved with the learner"
 
@@ -446,7 +449,7 @@ def test_bottom_up_start_holds_each_position_until_its_share_of_the_run() -> Non
                                  (0.6, [False, False, False])):
         # The batch counts as learned from before the update reads the progress.
         algo.set_training_horizon(round(rows / 0.05))
-        algo.env_steps_done.fill_(round(done_before * rows / 0.05))
+        algo.get_buffer("env_steps_done").fill_(round(done_before * rows / 0.05))
         algo._preprocess_batch(batch, buffer, indices)
         seen.clear()
         algo._update_with_batch(batch, None, 2)
@@ -472,7 +475,7 @@ def _box_learner_and_batch(config: STEPConfig) -> tuple[Learner, Any]:
     venv = DummyVectorEnv([make])
     venv.seed([0])
     learner.policy.deterministic_eval = False
-    collector = Collector(learner.policy, venv, VectorReplayBuffer(64, 1))
+    collector: Collector[Any] = Collector(learner.policy, venv, VectorReplayBuffer(64, 1))
     collector.reset()
     collector.collect(n_episode=1)
     batch, indices = collector.buffer.sample(0)
@@ -483,9 +486,15 @@ def _box_learner_and_batch(config: STEPConfig) -> tuple[Learner, Any]:
 def _log_stds(learner: Learner) -> torch.Tensor:
     """(3, 2) the log-std each priority's Gaussian has now (the same for every state)."""
     actor = learner.model.actor
+    assert isinstance(actor, NLevelPolicy)
     with torch.no_grad():
         s = torch.zeros(1, learner.config.hidden_size)
-        return torch.cat([actor.target(s, p)[1] for p in range(3)])
+        log_stds = []
+        for p in range(3):
+            log_std = actor.target(s, p)[1]
+            assert log_std is not None, "a Gaussian policy"
+            log_stds.append(log_std)
+        return torch.cat(log_stds)
 
 
 @pytest.mark.parametrize("source", ["generated", "priority"])
@@ -575,6 +584,7 @@ def test_policy_anchor_is_zero_at_the_start_of_an_update_and_holds_the_others() 
         pb = algo._pairs
         others = torch.nonzero(pb.priority != 1).squeeze(1)
         sub = pb.subset(others)
+        assert sub.inputs is not None
         with torch.no_grad():
             before, _ = model.heads(sub.inputs, agent=sub.agent, priority=sub.priority, with_value=False)
         losses = _record_losses(algo)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -35,7 +37,7 @@ def _penalty_env() -> JointStepEnv:
 def _filled_buffer(learner, n_steps: int = 200) -> VectorReplayBuffer:
     venv = DummyVectorEnv([_penalty_env])
     buffer = VectorReplayBuffer(1000, 1)
-    collector = Collector(learner.policy, venv, buffer)
+    collector: Collector[Any] = Collector(learner.policy, venv, buffer)
     collector.reset()
     collector.collect(n_step=n_steps, random=True)
     return buffer

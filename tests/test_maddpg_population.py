@@ -174,7 +174,9 @@ def test_trial_replay_buffer_samples_each_trial_from_its_own_environments() -> N
     buffer = _filled_trial_buffer()
     batch, indices = buffer.sample(600)
     assert len(indices) == 3 * 600
-    env = batch.obs.reshape(3, 600).astype(int)  # trial-major rows
+    obs = batch.obs
+    assert isinstance(obs, np.ndarray)
+    env = obs.reshape(3, 600).astype(int)  # trial-major rows
     for trial in range(3):
         assert set(np.unique(env[trial])) == {2 * trial, 2 * trial + 1}
     # Uniform over a trial's transitions: trial 0 holds 5 + 5, trial 1 holds 4 + 4.

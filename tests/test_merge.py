@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -175,7 +176,7 @@ def test_merge_term_and_obstacle_headway_by_hand() -> None:
 
 
 def test_crash_term_and_weights_by_hand() -> None:
-    weights = dict(collision_weight=100.0, speed_weight=2.0, merge_weight=3.0, headway_weight=5.0)
+    weights: dict[str, Any] = dict(collision_weight=100.0, speed_weight=2.0, merge_weight=3.0, headway_weight=5.0)
     env = MergeEnv("easy", **weights)
     # agent_0 runs into a stopped car 7 m ahead; agent_1 drives alone on the ramp
     env.reset_to(
@@ -294,7 +295,7 @@ def test_observation_content() -> None:
 
 # --- seeding, state, rendering, info -------------------------------------------------------------
 def rollout(env: MergeEnv, seed: int, steps: int = 30) -> list:
-    trace = []
+    trace: list[Any] = []
     obs, _ = env.reset(seed=seed)
     rng = np.random.default_rng(123)
     trace.append({a: o.tolist() for a, o in obs.items()})

@@ -231,26 +231,33 @@ def test_sampling_streams_are_per_trial() -> None:
     assert not torch.equal(first[0], second[0])
 
 
+def _grad(p: torch.Tensor) -> torch.Tensor:
+    """``p.grad``, which the test below has set."""
+    assert p.grad is not None
+    return p.grad
+
+
 def test_clip_grad_norm_per_trial_matches_torch_on_each_slice() -> None:
     gen = torch.Generator().manual_seed(0)
     stacked = [torch.zeros(4, 3, 5, requires_grad=True), torch.zeros(4, 7, requires_grad=True)]
     for p, scale in zip(stacked, (1.0, 3.0), strict=True):
         p.grad = torch.randn(p.shape, generator=gen) * scale
-    stacked[0].grad[2] *= 1e-3  # trial 2 is below the threshold: left as it is
-    expected_grads, expected_norms = [], []
+    _grad(stacked[0])[2] *= 1e-3  # trial 2 is below the threshold: left as it is
+    expected_grads: list[list[torch.Tensor]] = []
+    expected_norms: list[float] = []
     for k in range(4):
         slices = [torch.zeros_like(p[k]) for p in stacked]
         for s, p in zip(slices, stacked, strict=True):
-            s.grad = p.grad[k].clone()  # type: ignore[index]
+            s.grad = _grad(p)[k].clone()
         expected_norms.append(float(torch.nn.utils.clip_grad_norm_(slices, max_norm=2.0)))
-        expected_grads.append([s.grad for s in slices])
+        expected_grads.append([_grad(s) for s in slices])
     norms = clip_grad_norm_per_trial_(stacked, 2.0)
     assert torch.allclose(norms, torch.tensor(expected_norms), rtol=1e-6)
     for k in range(4):
         for p, g in zip(stacked, expected_grads[k], strict=True):
-            assert torch.allclose(p.grad[k], g, rtol=1e-6, atol=1e-7)  # type: ignore[index]
+            assert torch.allclose(_grad(p)[k], g, rtol=1e-6, atol=1e-7)
     # By hand: each clipped trial's norm is now max_norm, the unclipped one unchanged.
-    after = torch.stack([torch.cat([p.grad[k].reshape(-1) for p in stacked]).norm() for k in range(4)])  # type: ignore[index]
+    after = torch.stack([torch.cat([_grad(p)[k].reshape(-1) for p in stacked]).norm() for k in range(4)])
     for k in range(4):
         assert float(after[k]) == pytest.approx(min(2.0, expected_norms[k]), rel=1e-5)
 

@@ -207,9 +207,14 @@ def test_a_signal_during_an_in_process_trial_keeps_the_finished_ones(tmp_path: P
     assert journal.finished == {"job=1": {"job": 1}}
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers, "handlers restored"
     journal.close()
-    calls = []
+    calls: list[int] = []
+
+    def counted(job: int) -> dict[str, Any]:
+        calls.append(job)
+        return {"job": job}
+
     resumed = TrialJournal(tmp_path / "j.jsonl", {})
-    records = run_trials(jobs, lambda job: calls.append(job) or {"job": job}, workers=1, journal=resumed)
+    records = run_trials(jobs, counted, workers=1, journal=resumed)
     assert calls == [2, 3] and records == [{"job": 1}, {"job": 2}, {"job": 3}]
     resumed.close()
 
@@ -254,7 +259,12 @@ def test_reproduce_matrix_resumes_after_a_failing_trial(tmp_path: Path, monkeypa
         module.main([*argv, "--out", str(out)])
     assert journal_lines(out / "trials.jsonl") == 2 and not (out / "matrix_results.json").exists()
     calls.clear()
-    monkeypatch.setattr(module, "run_trial", lambda job: calls.append(job) or real(job))
+
+    def counted(job: tuple[str, str, int, int]) -> dict[str, Any]:
+        calls.append(job)
+        return real(job)
+
+    monkeypatch.setattr(module, "run_trial", counted)
     summary = module.main([*argv, "--out", str(out)])
     assert calls == [("step", "penalty-100", 400, 0)], "only the missing trial is trained"
     expected = {k: v for k, v in reference.items() if k != "command"}
@@ -279,7 +289,12 @@ def test_train_continuous_resumes_after_a_failing_seed(tmp_path: Path, monkeypat
     with pytest.raises(OSError, match="simulated crash"):
         module.main([*argv, "--out", str(out)])
     calls.clear()
-    monkeypatch.setattr(module, "_trial", lambda job: calls.append(job[2]) or real(job))
+
+    def counted(job: Any) -> dict[str, Any]:
+        calls.append(job[2])
+        return real(job)
+
+    monkeypatch.setattr(module, "_trial", counted)
     summary = module.main([*argv, "--out", str(out)])
     assert calls == [1], "only seed 1 is trained again"
     assert without_timings(summary) == without_timings(reference)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -26,6 +26,7 @@ from agents import (
     train,
 )
 from agents.config import Variant
+from agents.networks import NLevelPolicy
 from agents.training import seed_everything
 from envs.matrix import MatrixGame
 
@@ -77,8 +78,10 @@ def _untrained(env: ParallelEnv, observation: str = "own", seed: int = 0) -> Any
     adapter = JointStepEnv(env=env, observation=observation)
     learner = build_learner(spec=adapter.joint_spec, config=STEPConfig(), env=adapter)
     # Larger random hypernetwork outputs so that the greedy actions depend on the priors.
+    actor = learner.model.actor
+    assert isinstance(actor, NLevelPolicy)
     with torch.no_grad():
-        learner.model.actor.hypernetwork[-1].weight.normal_(0, 1.0)
+        cast(torch.nn.Linear, actor.hypernetwork[-1]).weight.normal_(0, 1.0)
     return learner
 
 
@@ -86,7 +89,7 @@ def _untrained(env: ParallelEnv, observation: str = "own", seed: int = 0) -> Any
 def test_communicated_equals_decentralized_on_state_input(seed: int) -> None:
     learner = _untrained(StateGame(), observation="state", seed=seed)
     order = ["agent_1", "agent_2", "agent_0"]
-    kwargs = dict(order=order, observation="state", seed=seed)
+    kwargs: dict[str, Any] = dict(order=order, observation="state", seed=seed)
     comm = play_greedy(learner.model, StateGame(), mode="communicated", **kwargs)
     dec = play_greedy(learner.model, StateGame(), mode="decentralized", **kwargs)
     assert len(comm) == 6

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import pytest
 import torch
@@ -111,7 +113,7 @@ def test_regulariser_zero_when_unchanged_positive_when_changed() -> None:
     snapshot = net.generated(torch.arange(2)).detach().clone()
     assert hypernetwork_regulariser(net, snapshot, beta=1.0).item() == 0.0
     with torch.no_grad():
-        net.hypernetwork[0].weight.add_(0.1)
+        cast(torch.nn.Linear, net.hypernetwork[0]).weight.add_(0.1)
     reg = hypernetwork_regulariser(net, snapshot, beta=2.0)
     manual = 2.0 / 2 * (net.generated(torch.arange(2)) - snapshot).pow(2).sum()
     assert reg.item() > 0.0

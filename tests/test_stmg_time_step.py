@@ -25,7 +25,11 @@ def _snapshot(game: stmg.STMGEnv) -> dict[str, Any]:
 
 
 def _step_dead_agents(game: stmg.STMGEnv) -> None:
-    while game.agents and (game.terminations[game.agent_selection] or game.truncations[game.agent_selection]):
+    while game.agents:
+        agent = game.agent_selection
+        assert agent is not None  # the wrapper keeps an agent selected while agents remain
+        if not (game.terminations[agent] or game.truncations[agent]):
+            break
         game.step(None)
 
 

@@ -261,10 +261,12 @@ def test_random_call_sequences_never_step_the_env_twice(calls: list[str], deaths
             continue
         before = snapshot(game, base)
         agent = game.agent_selection
-        dead = bool(game.agents) and (game.terminations[agent] or game.truncations[agent])
-        if halted or not game.agents:
+        # While agents remain the wrapper keeps one selected (the checks below index by it).
+        assert agent is not None or not game.agents
+        dead = agent is not None and bool(game.agents) and (game.terminations[agent] or game.truncations[agent])
+        if agent is None or halted or not game.agents:
             with pytest.raises(RuntimeError, match=r"call reset\(\)"):
-                game.step(None if dead else VALID.get(agent, 0))
+                game.step(None if dead else (0 if agent is None else VALID.get(agent, 0)))
         elif call == "whole_step":  # step_time_step: only at the start of a time step
             if dead or game.current_order.index(agent) != 0:
                 with pytest.raises(RuntimeError, match="must start a time step"):
