@@ -149,7 +149,7 @@ def climbing() -> np.ndarray:
 
 
 def stackelberg_equilibrium(
-    payoffs: Any, order: Sequence[int] | None = None
+    payoffs: Any, order: Sequence[int] | np.ndarray | None = None
 ) -> tuple[tuple[int, ...], np.ndarray]:
     """The pure strong Stackelberg equilibrium, by backward induction over ``order``.
 

@@ -58,12 +58,10 @@ def test_stackelberg_order_as_a_numpy_array_of_integers() -> None:
     # Mixing with the column player leading: the follower (row) best-responds to each column
     # (column 0 -> row 2 (5), 1 -> row 0 or 1 (-10, -5: row 1), 2 -> row 0 (-8)); the leader's
     # payoffs for those replies are 0, 0 and 4, so it plays column 2: joint (0, 2), values (-8, 4).
-    # The arrays are the point of this test: the docstring accepts them, but the annotation
-    # (Sequence[int]) does not admit an ndarray, hence the ignores.
-    joint, values = stackelberg_equilibrium(mixing(), order=np.array([1, 0]))  # type: ignore[arg-type]
+    joint, values = stackelberg_equilibrium(mixing(), order=np.array([1, 0]))
     assert joint == (0, 2) and values.tolist() == [-8.0, 4.0]
     int8_order = np.array([1, 0], dtype=np.int8)
-    assert stackelberg_equilibrium(mixing(), order=int8_order)[0] == (0, 2)  # type: ignore[arg-type]
+    assert stackelberg_equilibrium(mixing(), order=int8_order)[0] == (0, 2)
 
 
 @pytest.mark.parametrize(
