@@ -178,10 +178,16 @@ def load_checkpoint(path: str | Path, *, spec: JointSpec) -> Learner:
 # --- checks ---------------------------------------------------------------------------------------
 
 
+_SIGNATURE_DEFAULTS: dict[str, Any] = {"state_dim": 0, "distinct_observations": False, "image_shape": None,
+                                       "image_channels_first": False}
+"""Fields that joined :meth:`JointSpec.signature` later, with the value every game had before."""
+
+
 def _check_fits(learner: Learner, data: dict[str, Any], path: str | Path) -> None:
     """Raise unless ``data`` can be loaded into ``learner`` whole (nothing is copied here)."""
     expected = learner.spec.signature()
-    found = data["spec"]
+    # A checkpoint written before a signature field existed was written for the field's default.
+    found = {**_SIGNATURE_DEFAULTS, **data["spec"]}
     diffs = [f"{key}: checkpoint has {found.get(key)!r}, this game has {expected[key]!r}"
              for key in expected if found.get(key) != expected[key]]
     if diffs:

@@ -47,6 +47,9 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, arg
     parser.add_argument("--observation", choices=("own", "state"), default=None,
                         help="base observation (default: from run.json, else own)")
     parser.add_argument("--episodes", type=int, default=10, help="evaluation episodes (default: 10)")
+    parser.add_argument("--batch", type=int, default=64,
+                        help="episodes played at once, one policy pass per step for all of them (default: "
+                             "64); the numbers do not depend on it")
     parser.add_argument("--seed", type=int, default=None,
                         help="select the evaluation seeds as for this run seed (default: the run's seed, else 0)")
     parser.add_argument("--mode", choices=("auto", "communicated", "decentralized"), default="auto",
@@ -77,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         parser.error(f"checkpoint {', '.join(missing)} does not exist")
-    for name in ("episodes", "fps", "max_frames"):
+    for name in ("episodes", "batch", "fps", "max_frames"):
         if getattr(args, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     if args.video is not None and Path(args.video).suffix.lower() not in (".gif", ".mp4"):
@@ -126,7 +129,8 @@ def _evaluate_checkpoint(parser: argparse.ArgumentParser, args: argparse.Namespa
         except DecentralizedExecutionError as exc:
             parser.error(str(exc))
     else:
-        evaluator = Evaluator(ref, order=order, observation=observation, episodes=args.episodes, seed=seed)
+        evaluator = Evaluator(ref, order=order, observation=observation, episodes=args.episodes, seed=seed,
+                              batch=args.batch)
         result = evaluator.evaluate(policy)
         evaluator.close()
         if args.mode == "communicated":

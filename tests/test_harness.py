@@ -555,6 +555,10 @@ def test_evaluate_script_reproduces_the_last_row_and_writes_a_gif(tmp_path: Path
     assert metrics["eval_return"] == float(last["eval_return"])
     assert metrics["avg_speed"] == float(last["avg_speed"])
     assert metrics["collision_rate"] == float(last["collision_rate"])
+    # One episode at a time instead of all three at once: the same numbers.
+    one_by_one = _load("examples/evaluate.py").main([str(Path(result.run_dir) / "last.pt"), "--episodes", "3",
+                                                     "--batch", "1"])
+    assert {k: one_by_one[k] for k in metrics} == metrics
     from PIL import GifImagePlugin, Image
 
     with Image.open(gif) as image:
@@ -614,6 +618,9 @@ def test_evaluate_script_errors(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert "differently shaped game" in capsys.readouterr().err
     metrics = evaluate.main([str(tmp_path / "m.pt"), "--env", "matrix/penalty-v0", "--episodes", "2"])
     assert metrics["eval_length"] == 25.0
+    with pytest.raises(SystemExit):
+        evaluate.main([str(tmp_path / "m.pt"), "--env", "matrix/penalty-v0", "--batch", "0"])
+    assert "--batch must be positive, got 0" in capsys.readouterr().err
 
 
 def test_failed_runs_are_listed(tmp_path: Path) -> None:

@@ -203,6 +203,36 @@ def test_checkpoint_with_one_wrong_tensor_leaves_the_learner_unchanged(trained, 
     assert f"{name} has shape {wrong} {dtype}, expected {shape} {dtype}" in str(rejected.value)
 
 
+def test_checkpoint_from_before_a_signature_field_existed_still_loads(trained, tmp_path: Path) -> None:
+    # Checkpoints written before the state, identity and image fields joined the game's
+    # signature were written for their defaults: they load; a stored non-default still differs.
+    source, target = trained[0], copy.deepcopy(trained[1])  # the fixture's learners stay as they are
+    save_checkpoint(source, tmp_path / "good.pt")
+    # The defaults of the fields added later; this learner's critics read Mixing's state.
+    defaults = {"distinct_observations": False, "image_shape": None, "image_channels_first": False}
+    assert source.spec.signature()["state_dim"] == 1
+
+    def older(data: dict[str, Any]) -> None:
+        for key, value in defaults.items():
+            assert data["spec"][key] == value
+            del data["spec"][key]
+
+    load_into(target, doctored(tmp_path / "good.pt", tmp_path / "old.pt", older))
+    assert_same_state(frozen(source), frozen(target))  # every parameter and the Adam moments
+
+    def without_state(data: dict[str, Any]) -> None:  # written before state_dim: for no state
+        del data["spec"]["state_dim"]
+
+    with pytest.raises(CheckpointMismatchError, match="state_dim: checkpoint has 0, this game has 1"):
+        load_into(target, doctored(tmp_path / "good.pt", tmp_path / "nostate.pt", without_state))
+
+    def channels_first(data: dict[str, Any]) -> None:
+        data["spec"]["image_channels_first"] = True
+
+    with pytest.raises(CheckpointMismatchError, match="image_channels_first: checkpoint has True, this game has False"):
+        load_into(target, doctored(tmp_path / "good.pt", tmp_path / "cf.pt", channels_first))
+
+
 def test_checkpoint_with_a_wrong_optimiser_state_leaves_the_learner_unchanged(trained, tmp_path: Path) -> None:
     source, target = trained
     save_checkpoint(source, tmp_path / "good.pt")
