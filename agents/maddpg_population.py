@@ -71,7 +71,7 @@ from agents.maddpg import (
 from agents.population import TrialSamplingPolicy, _key, _trial_draws, check_seeds, map_over_trials
 from agents.spec import JointSpec
 from agents.training import _joint_action_space, seed_everything
-from agents.vector_env import lean_vector_env
+from agents.vector_env import training_vector_env
 
 __all__ = [
     "MADDPGPopulation",
@@ -381,10 +381,7 @@ class MADDPGPopulationSession:
         self.algorithm = MADDPGPopulationAlgorithm(
             policy=self.policy, generators=[torch.Generator().manual_seed(s + 1) for s in seeds])
         k, n_envs = len(seeds), config.n_envs
-        fns = [make for _ in range(k * n_envs)]
-        self.venv = venv_fn(fns) if venv_fn is not None else lean_vector_env(fns)
-        if len(self.venv) != k * n_envs:
-            raise ValueError(f"venv_fn made {len(self.venv)} environments; expected {k} x {n_envs}")
+        self.venv = training_vector_env([make for _ in range(k * n_envs)], venv_fn=venv_fn, expected=f"{k} x {n_envs}")
         self.venv.seed([s * 1000 + i for s in seeds for i in range(n_envs)])
         # A trial never stores more than total_steps transitions: no larger buffer than that
         # (the single trial's buffer_size still caps it, so wrap-around happens as there).

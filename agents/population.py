@@ -84,7 +84,7 @@ from agents.normalization import RunningMeanStd
 from agents.policy import STEPPolicy, batch_tensors
 from agents.spec import JointSpec
 from agents.training import Learner, OrderArg, learner_env_maker, mean_over_agents, seed_everything
-from agents.vector_env import lean_vector_env
+from agents.vector_env import training_vector_env
 
 SUPPORTED_VARIANTS = (Variant.STEP, Variant.MAPPO, Variant.IPPO, Variant.HAPPO)
 
@@ -974,13 +974,8 @@ class PopulationSession:
         self.algorithm.set_training_horizon(total_steps)
         self.config, self.total_steps, self.seeds, self.spec = config, total_steps, seeds, spec
         n_envs = config.n_envs
-        fns = [make for _ in range(k * n_envs)]
-        self.venv = venv_fn(fns) if venv_fn is not None else lean_vector_env(fns)
-        if len(self.venv) != k * n_envs:
-            raise ValueError(f"venv_fn made {len(self.venv)} environments; expected {k} x {n_envs}")
-        made_space = self.venv.get_env_attr("observation_space", 0)[0]
-        if made_space != probe.observation_space:
-            raise ValueError(f"venv_fn's environments observe {made_space}, the learner's {probe.observation_space}")
+        self.venv = training_vector_env([make for _ in range(k * n_envs)], venv_fn=venv_fn, expected=f"{k} x {n_envs}",
+                                        observation_space=probe.observation_space)
         self.venv.seed([s * 1000 + i for s in seeds for i in range(n_envs)])
         self.steps_per_collect = min(config.steps_per_collect, total_steps)  # per trial
         per_env = math.ceil(self.steps_per_collect / n_envs) + 1  # headroom: no wrap-around

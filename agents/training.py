@@ -32,7 +32,7 @@ from agents.lockstep_buffer import LockstepVectorReplayBuffer
 from agents.model import MultiAgentActorCritic
 from agents.policy import STEPPolicy
 from agents.spec import JointSpec
-from agents.vector_env import lean_vector_env
+from agents.vector_env import training_vector_env
 
 OrderArg = Sequence[str] | Callable[[Any], Sequence[str]] | None
 VenvFn = Callable[[list[Callable[[], JointStepEnv]]], BaseVectorEnv]
@@ -177,17 +177,8 @@ class TrainingSession:
         self.config = config
         self.total_steps = total_steps
         n_envs = config.n_envs
-        fns = [make for _ in range(n_envs)]
-        if venv_fn is not None:
-            self.venv = venv_fn(fns)
-            if len(self.venv) != n_envs:
-                raise ValueError(f"venv_fn made {len(self.venv)} environments; expected n_envs={n_envs}")
-            made_space = self.venv.get_env_attr("observation_space", 0)[0]
-            if made_space != probe.observation_space:
-                raise ValueError(f"venv_fn's environments observe {made_space}, the learner's "
-                                 f"{probe.observation_space}")
-        else:
-            self.venv = lean_vector_env(fns, subprocess=subprocess)
+        self.venv = training_vector_env([make for _ in range(n_envs)], venv_fn=venv_fn, subprocess=subprocess,
+                                        expected=f"n_envs={n_envs}", observation_space=probe.observation_space)
         self.venv.seed([seed * 1000 + i for i in range(n_envs)])
         self.steps_per_collect = min(config.steps_per_collect, total_steps)
         buffer_size = (math.ceil(self.steps_per_collect / n_envs) + 1) * n_envs  # headroom: no wrap-around

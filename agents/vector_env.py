@@ -12,11 +12,13 @@ entry, so empty infos stay empty and the collector skips the conversion; nothing
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
-from tianshou.env import DummyVectorEnv, SubprocVectorEnv
+from tianshou.env import BaseVectorEnv, DummyVectorEnv, SubprocVectorEnv
 from tianshou.env.venvs import gym_new_venv_step_type
 
 
@@ -50,3 +52,26 @@ def lean_vector_env(fns: list[Any], *, subprocess: bool = False) -> DummyVectorE
     """A :class:`LeanDummyVectorEnv` (or, with ``subprocess``, a :class:`LeanSubprocVectorEnv`)
     of the environment factories ``fns``."""
     return LeanSubprocVectorEnv(fns) if subprocess else LeanDummyVectorEnv(fns)
+
+
+def training_vector_env(fns: list[Any], *, venv_fn: Callable[[list[Any]], BaseVectorEnv] | None = None,
+                        subprocess: bool = False, expected: str,
+                        observation_space: gym.Space | None = None) -> BaseVectorEnv:
+    """The learners' vector env of the factories ``fns``: :func:`lean_vector_env`, or
+    ``venv_fn(fns)`` where one is given, checked to hold one env per factory (``expected``:
+    how the count reads in the error, e.g. ``"4 x 8"``) and, given ``observation_space``, to
+    observe that space.
+
+    Raises:
+        ValueError: ``venv_fn`` made another number of envs or envs of another observation space.
+    """
+    if venv_fn is None:
+        return lean_vector_env(fns, subprocess=subprocess)
+    venv = venv_fn(fns)
+    if len(venv) != len(fns):
+        raise ValueError(f"venv_fn made {len(venv)} environments; expected {expected}")
+    if observation_space is not None:
+        made_space = venv.get_env_attr("observation_space", 0)[0]
+        if made_space != observation_space:
+            raise ValueError(f"venv_fn's environments observe {made_space}, the learner's {observation_space}")
+    return venv

@@ -12,6 +12,7 @@ and hands the learners only what they need (an env factory, the equilibrium to c
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -103,15 +104,18 @@ def run_matrix_trial(payoffs: np.ndarray, *, config: STEPConfig, steps: int, see
                        is_se=tuple(joint) == tuple(se), seconds=seconds)
 
 
-def array_venv_fn(payoffs: np.ndarray, config: STEPConfig, *, episode_length: int = 25) -> VenvFn:
-    """A maker of the training envs of the repeated game ``payoffs`` computed as arrays
-    (:class:`~runner.matrix_venv.MatrixGameVectorEnv`): what ``DummyVectorEnv`` of its
-    ``stmg.wrap`` games returns, without the per-env Python (the same training, faster)."""
+def array_venv_fn(payoffs: np.ndarray, config: STEPConfig, *, episode_length: int = 25,
+                  order: Sequence[str] | None = None) -> VenvFn:
+    """A maker of the training envs of the repeated game ``payoffs`` (priority ``order``)
+    computed as arrays (:class:`~runner.matrix_venv.MatrixGameVectorEnv`): what
+    ``DummyVectorEnv`` of its ``stmg.wrap`` games returns, without the per-env Python (the same
+    training, faster)."""
     from agents.training import critics_read_state
     from runner.matrix_venv import MatrixGameVectorEnv
 
     with_state = critics_read_state(config, MatrixGame(payoffs, episode_length=episode_length))
-    return lambda fns: MatrixGameVectorEnv(payoffs, len(fns), episode_length=episode_length, with_state=with_state)
+    return lambda fns: MatrixGameVectorEnv(payoffs, len(fns), episode_length=episode_length, order=order,
+                                           with_state=with_state)
 
 
 def population_supported(algo: str, config: STEPConfig | None = None) -> bool:

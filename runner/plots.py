@@ -90,6 +90,11 @@ class Band:
     """Seeds of the algorithm on this environment."""
 
 
+def _seed_keys(seeds: Iterable[int] | None) -> set[str] | None:
+    """The ``seed`` cells (as the CSV files write them) of ``seeds``; None keeps every seed."""
+    return None if seeds is None else {str(int(seed)) for seed in seeds}
+
+
 def read_curves(paths: Iterable[Path | str], *, labels: Sequence[str] | None = None,
                 algos: Iterable[str] | None = None, seeds: Iterable[int] | None = None) -> list[dict[str, str]]:
     """Rows of every ``DIR/curves.csv`` (or CSV file) in ``paths``.
@@ -111,7 +116,7 @@ def read_curves(paths: Iterable[Path | str], *, labels: Sequence[str] | None = N
         raise ValueError(f"got {len(labels)} labels {list(labels)} for {len(paths)} curve directories; "
                          "expected one label per directory")
     keep = None if algos is None else set(algos)
-    keep_seeds = None if seeds is None else {str(int(s)) for s in seeds}
+    keep_seeds = _seed_keys(seeds)
     rows: list[dict[str, str]] = []
     for k, raw in enumerate(paths):
         path = Path(raw)
@@ -240,7 +245,7 @@ def read_final(paths: Iterable[Path | str], *, algos: Iterable[str] | None = Non
         ValueError: a file without the columns :data:`FINAL_COLUMNS`, naming the missing ones.
     """
     keep = None if algos is None else set(algos)
-    keep_seeds = None if seeds is None else {str(int(s)) for s in seeds}
+    keep_seeds = _seed_keys(seeds)
     last: dict[tuple[str, str, str], dict[str, str]] = {}
     for raw in paths:
         path = Path(raw)

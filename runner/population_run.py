@@ -324,9 +324,8 @@ def _array_venv_fn(spec: RunSpec, config: STEPConfig) -> Callable[[list[Any]], A
     (the same observations, rewards and episode ends as the generic vector env, stepped as
     arrays: with the generic one, stepping the games through ``stmg.wrap`` costs several times
     the learning); None for any other env (Tianshou's ``DummyVectorEnv``)."""
-    from agents.training import critics_read_state
     from envs.matrix import MatrixGame
-    from runner.matrix_venv import MatrixGameVectorEnv
+    from runner.matrix_trials import array_venv_fn
 
     if spec.observation != "own":
         return None
@@ -335,11 +334,9 @@ def _array_venv_fn(spec: RunSpec, config: STEPConfig) -> Callable[[list[Any]], A
         if type(probe) is not MatrixGame:
             return None
         payoffs, length = probe.payoffs, probe.episode_length
-        with_state = critics_read_state(config, probe)
     finally:
         probe.close()
-    return lambda fns: MatrixGameVectorEnv(payoffs, len(fns), episode_length=length, order=spec.order,
-                                           with_state=with_state)
+    return array_venv_fn(payoffs, config, episode_length=length, order=spec.order)
 
 
 def _save_population_state(session: Any, counters: _PopulationProgress, seeds: list[int], first: RunSpec,
