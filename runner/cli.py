@@ -124,7 +124,8 @@ def build_train_parser() -> argparse.ArgumentParser:
     ex = parser.add_argument_group("execution")
     ex.add_argument("--resume", action="store_true",
                     help="continue every run from its last checkpoint (refused if its stored "
-                         "configuration differs); finished runs are skipped. A larger --steps "
+                         "configuration differs; other package versions are allowed, reported and "
+                         "recorded in run.json); finished runs are skipped. A larger --steps "
                          "extends finished runs where the learner has no schedule over the "
                          "total (no --lr-decay)")
     ex.add_argument("--missing-replay", choices=MISSING_REPLAY_CHOICES, default="fail",

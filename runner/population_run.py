@@ -51,6 +51,7 @@ from runner.run import (
     _versions,
     _write_record,
     global_rng_state,
+    record_version_change,
     run_status,
     set_global_rng_state,
     spec_differences,
@@ -254,6 +255,8 @@ def run_population(specs: Sequence[RunSpec], out: Path | str, *, resume: bool = 
                             seed=s.seed) for s in specs]
     counters = _PopulationProgress(best_return=[-math.inf] * len(specs), last_return=[None] * len(specs))
     if stored_state is not None:
+        for spec in specs:
+            record_version_change(spec.run_dir(out) / "run.json", int(stored_state["env_steps"]))
         _restore(session, stored_state)
         counters = _PopulationProgress(**{k: stored_state[k] for k in asdict(counters)})
         for spec in specs:

@@ -436,6 +436,8 @@ def run_one(spec: RunSpec, out: Path | str, *, resume: bool = False, show_progre
                          eval_return=stored_state["last_return"], run_dir=str(run_dir))
     if stored_state is not None and _replay_missing(stored_state, run_dir):
         stored_state = _handle_missing_replay(stored_state, run_dir, spec_path, missing_replay)
+    if stored_state is not None:
+        record_version_change(spec_path, int(stored_state["env_steps"]))
     run_dir.mkdir(parents=True, exist_ok=True)
     if stored_state is None:  # a fresh start: forget rows of an attempt that saved no state
         drop_rows(curves, env=spec.env_label, algo=spec.algo, seed=spec.seed)
@@ -580,6 +582,32 @@ def _replay_missing(state: Mapping[str, Any], run_dir: Path) -> bool:
     """Whether the resume state names a replay buffer file that is not in ``run_dir``."""
     replay = state.get("replay")
     return replay is not None and not (run_dir / replay).exists()
+
+
+def record_version_change(spec_path: Path, env_steps: int) -> dict[str, list[str]]:
+    """Before a run resumes at ``env_steps``: compare today's package versions with those it was
+    trained with so far. Where they differ, say so on stderr and append the change to run.json
+    (``resumed_with_versions``), so that the record of a run says what trained each part of it.
+
+    Resuming is still allowed (a run may move to another machine), but the rest of the run need
+    not equal an uninterrupted one. Returns the changes, ``{package: [before, now]}``.
+    """
+    record = json.loads(spec_path.read_text())
+    in_effect = dict(record.get("versions", {}))
+    for entry in record.get("resumed_with_versions", []):
+        in_effect.update(entry["versions"])
+    now = _versions()
+    pairs = {name: [in_effect.get(name, "absent"), now.get(name, "absent")] for name in sorted(set(in_effect) | set(now))}
+    changed = {name: pair for name, pair in pairs.items() if pair[0] != pair[1]}
+    if changed:
+        listing = ", ".join(f"{name} {before} -> {after}" for name, (before, after) in changed.items())
+        print(f"{spec_path.parent}: resuming at step {env_steps} with other package versions than it was "
+              f"trained with ({listing}); the rest of the run may differ from an uninterrupted one "
+              "(recorded in run.json)", file=sys.stderr, flush=True)
+        record["resumed_with_versions"] = [*record.get("resumed_with_versions", []),
+                                           {"env_steps": env_steps, "versions": {k: v[1] for k, v in changed.items()}}]
+        _write_record(record, spec_path)
+    return changed
 
 
 def _handle_missing_replay(state: dict[str, Any], run_dir: Path, spec_path: Path,

@@ -415,6 +415,36 @@ def test_resuming_without_the_replay_buffer_fails_restarts_or_continues_empty(
             assert "continuing at step 200 with an empty one" in capsys.readouterr().err
 
 
+def test_resuming_with_other_package_versions_warns_and_records_them(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A run resumed under other package versions than it was trained with goes on, says which
+    changed, and records them in run.json; a later resume under the same versions adds nothing."""
+    from runner.run import _versions
+
+    spec = _spec("step", steps=600)
+    run_one(spec, tmp_path, show_progress=False, stop_after_evaluations=2)  # saved at 200
+    run_json = spec.run_dir(tmp_path) / "run.json"
+    record = json.loads(run_json.read_text())
+    now = _versions()
+    assert record["versions"] == now and "resumed_with_versions" not in record
+    record["versions"]["torch"] = "0.0.1"  # as if trained so far under another torch
+    record["versions"]["not-a-package"] = "1.0"  # and a package that is gone now
+    run_json.write_text(json.dumps(record))
+    capsys.readouterr()
+    run_one(spec, tmp_path, show_progress=False, resume=True, stop_after_evaluations=1)  # to 400
+    err = capsys.readouterr().err
+    assert f"resuming at step 200 with other package versions than it was trained with (not-a-package 1.0 -> " \
+           f"absent, torch 0.0.1 -> {now['torch']})" in err
+    record = json.loads(run_json.read_text())
+    assert record["resumed_with_versions"] == [{"env_steps": 200,
+                                                "versions": {"not-a-package": "absent", "torch": now["torch"]}}]
+    assert record["versions"]["torch"] == "0.0.1"  # what trained the start is kept
+    run_one(spec, tmp_path, show_progress=False, resume=True)  # from 400, under the versions now in effect
+    assert "other package versions" not in capsys.readouterr().err
+    assert len(json.loads(run_json.read_text())["resumed_with_versions"]) == 1
+    assert [int(r["env_steps"]) for r in _rows(tmp_path)] == [0, 200, 400, 600]
+
+
 def test_train_py_passes_missing_replay_through() -> None:
     args, _ = parse_train_args(["--env", "matrix/penalty-v0", "--algo", "maddpg", "--steps", "600", "--out", "x",
                                 "--resume", "--missing-replay", "restart"])

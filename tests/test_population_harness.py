@@ -176,3 +176,22 @@ def test_members_evaluated_together_score_as_when_evaluated_alone() -> None:
                 evaluator.close()
     finally:
         session.close()
+
+
+def test_a_population_resumed_with_other_package_versions_records_them_for_every_member(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from runner.run import _versions
+
+    specs = _members((0, 1))
+    run_population(specs, tmp_path, show_progress=False, stop_after_evaluations=2)  # saved at 200
+    for spec in specs:
+        run_json = spec.run_dir(tmp_path) / "run.json"
+        record = json.loads(run_json.read_text())
+        record["versions"]["torch"] = "0.0.1"
+        run_json.write_text(json.dumps(record))
+    capsys.readouterr()
+    run_population(specs, tmp_path, show_progress=False, resume=True)
+    assert capsys.readouterr().err.count(f"torch 0.0.1 -> {_versions()['torch']}") == 2
+    for spec in specs:
+        record = json.loads((spec.run_dir(tmp_path) / "run.json").read_text())
+        assert record["resumed_with_versions"] == [{"env_steps": 200, "versions": {"torch": _versions()["torch"]}}]
